@@ -1,0 +1,80 @@
+"""Output events of the core, and the per-customer snapshot.
+
+Every output carries a deterministic ``id`` derived from the customer, the kind of output
+and its cause (an input ``event_id`` or a timer), so a replay after a crash produces the
+same ids and downstream consumers can de-duplicate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from app.domain.features import rfm_summary, rolling
+from app.domain.state import CustomerState
+
+_NAMESPACE = uuid.UUID("6f0e8d55-3c1a-4d53-9a57-2f1f7f0c9d10")
+
+Direction = Literal["new", "up", "down"]
+
+
+def output_id(customer_id: str, kind: str, cause: str) -> str:
+    """Deterministic id (UUIDv5) of an output event."""
+    return str(uuid.uuid5(_NAMESPACE, f"{kind}\x1f{customer_id}\x1f{cause}"))
+
+
+@dataclass(frozen=True, slots=True)
+class TierChange:
+    """A customer moved from one tier to another (``from_tier`` is None the first time)."""
+
+    id: str
+    customer_id: str
+    at: int
+    from_tier: str | None
+    to_tier: str
+    direction: Direction
+    reasons: tuple[str, ...]
+    features: Mapping[str, Any]
+    policy_name: str
+    policy_version: str
+    service_level: Mapping[str, Any]
+    cause: str
+    score: float | None = None
+    kind: str = field(default="tier_change", init=False)
+
+
+Output = TierChange
+
+
+def snapshot(state: CustomerState, as_of: int | None = None) -> dict[str, Any]:
+    """The customer's current tier, rolling aggregates and RFM summary as of ``as_of``
+    (default: the customer's own clock). This is the ``tierstream.customers`` value and a
+    line of ``classify --customers-out``."""
+    at = state.clock if as_of is None else as_of
+    rfm = rfm_summary(state, at)
+    return {
+        "customer_id": state.customer_id,
+        "tier": state.tier,
+        "tier_since": state.tier_since,
+        "as_of": at,
+        "rolling": rolling(state, at),
+        "lifetime": {
+            "spend": state.lifetime_spend,
+            "purchases": state.lifetime_purchases,
+            "refunds": state.lifetime_refunds,
+            "interactions": state.lifetime_interactions,
+        },
+        "first_purchase_at": state.first_purchase_at,
+        "last_purchase_at": state.last_purchase_at,
+        "first_interaction_at": state.first_interaction_at,
+        "last_interaction_at": state.last_interaction_at,
+        "rfm": {
+            "frequency": rfm.frequency,
+            "recency": rfm.recency,
+            "T": rfm.T,
+            "monetary_value": rfm.monetary_value,
+        },
+        "attributes": dict(state.attributes),
+    }

@@ -1,0 +1,211 @@
+"""Tiering policies: validated, compiled rule sets that turn features into a tier.
+
+A policy document (usually YAML, loaded by :mod:`app.policy_files`) looks like::
+
+    name: value-tiers
+    version: "1"
+    tiers:                      # best tier first; the first whose conditions all hold wins
+      - name: A
+        when: {spend_365d: {gte: 5000}, purchases_365d: {gte: 12}}
+        service_level: {queue_priority: 1, account_manager: dedicated}
+      - name: D                 # the last tier has no conditions: everybody else
+        service_level: {queue_priority: 4}
+
+A condition is ``{op: value}`` with ``op`` one of ``gte gt lte lt eq ne in``; a bare number
+means ``gte``. Features are listed in :data:`app.domain.features.FEATURES`; profile
+attributes are addressed as ``attributes.<name>``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.domain.errors import PolicyError
+from app.domain.features import FEATURES
+
+_OPS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
+    "gte": (">=", operator.ge),
+    "gt": (">", operator.gt),
+    "lte": ("<=", operator.le),
+    "lt": ("<", operator.lt),
+    "eq": ("==", operator.eq),
+    "ne": ("!=", operator.ne),
+    "in": ("in", lambda a, b: a in b),
+}
+_NEGATED = {"gte": "<", "gt": "<=", "lte": ">", "lt": ">=", "eq": "!=", "ne": "==", "in": "not in"}
+ATTRIBUTE_PREFIX = "attributes."
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    feature: str
+    op: str
+    value: Any
+
+    def holds(self, actual: Any) -> bool:
+        if actual is None:
+            return False
+        try:
+            return bool(_OPS[self.op][1](actual, self.value))
+        except TypeError:
+            return False
+
+    def describe(self, actual: Any, held: bool) -> str:
+        sym = _OPS[self.op][0] if held else _NEGATED[self.op]
+        return f"{self.feature} {_fmt(actual)} {sym} {_fmt(self.value)}"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}".rstrip("0").rstrip(".") if v == v and abs(v) != float("inf") else str(v)
+    if isinstance(v, tuple | list | frozenset):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    name: str
+    conditions: tuple[Condition, ...]
+    service_level: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The tier a policy assigns and why: the conditions that held (or failed)."""
+
+    tier: str
+    reasons: tuple[str, ...]
+    features: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    version: str
+    tiers: tuple[Tier, ...]
+    description: str = ""
+    currency: str | None = None
+
+    def __post_init__(self) -> None:
+        used = {c.feature for t in self.tiers for c in t.conditions}
+        object.__setattr__(self, "features_used", tuple(sorted(used)))
+        object.__setattr__(self, "_rank", {t.name: i for i, t in enumerate(self.tiers)})
+        object.__setattr__(self, "_by_name", {t.name: t for t in self.tiers})
+
+    features_used: tuple[str, ...] = field(init=False, default=())
+
+    def rank(self, tier: str | None) -> int:
+        """0 for the best tier; unknown or no tier ranks below every tier."""
+        rank: dict[str, int] = self._rank  # type: ignore[attr-defined]
+        return rank.get(tier, len(self.tiers)) if tier is not None else len(self.tiers)
+
+    def tier(self, name: str) -> Tier | None:
+        by_name: dict[str, Tier] = self._by_name  # type: ignore[attr-defined]
+        return by_name.get(name)
+
+    def decide(self, features: Mapping[str, Any]) -> Decision:
+        """First tier whose conditions all hold; reasons say which held and, for the better
+        tiers that were skipped, the first condition that failed."""
+        missed: list[str] = []
+        for t in self.tiers:
+            failed = next((c for c in t.conditions if not c.holds(features.get(c.feature))), None)
+            if failed is None:
+                held = [c.describe(features.get(c.feature), True) for c in t.conditions]
+                reasons = tuple(held) if held else ("no better tier's conditions hold",)
+                used = {c.feature: features.get(c.feature) for c in t.conditions}
+                return Decision(t.name, reasons + tuple(missed), used)
+            missed.append(f"not {t.name}: {failed.describe(features.get(failed.feature), False)}")
+        raise AssertionError("validated policies end with a catch-all tier")
+
+
+def _known_feature(name: str) -> bool:
+    return name in FEATURES or (name.startswith(ATTRIBUTE_PREFIX) and len(name) > 11)
+
+
+def policy_from_dict(doc: Any, source: str = "<policy>") -> Policy:
+    """Validate a parsed policy document; every problem is reported with its path."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(doc, Mapping):
+        raise PolicyError(source, [("$", "a policy must be a mapping")])
+    for key in ("name", "version"):
+        if not isinstance(doc.get(key), str | int | float) or doc.get(key) in ("", None):
+            problems.append((key, "required: a non-empty string"))
+    allowed = {"name", "version", "description", "currency", "tiers"}
+    for key in doc:
+        if key not in allowed:
+            problems.append((str(key), f"unknown key (allowed: {', '.join(sorted(allowed))})"))
+    raw_tiers = doc.get("tiers")
+    tiers: list[Tier] = []
+    if not isinstance(raw_tiers, list) or not raw_tiers:
+        problems.append(("tiers", "required: a non-empty list, best tier first"))
+        raw_tiers = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_tiers):
+        path = f"tiers[{i}]"
+        if not isinstance(raw, Mapping):
+            problems.append((path, "must be a mapping with name, when, service_level"))
+            continue
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append((f"{path}.name", "required: a non-empty string"))
+            name = f"#{i}"
+        elif name in seen:
+            problems.append((f"{path}.name", f"duplicate tier name {name!r}"))
+        seen.add(name)
+        for key in raw:
+            if key not in {"name", "when", "service_level", "description"}:
+                problems.append((f"{path}.{key}", "unknown key"))
+        conditions = _conditions(raw.get("when") or {}, f"{path}.when", problems)
+        service = raw.get("service_level") or {}
+        if not isinstance(service, Mapping):
+            problems.append((f"{path}.service_level", "must be a mapping"))
+            service = {}
+        is_last = i == len(raw_tiers) - 1
+        if is_last and conditions:
+            problems.append((f"{path}.when", "the last tier must have no conditions (catch-all)"))
+        tiers.append(Tier(name, tuple(conditions), dict(service)))
+    if problems:
+        raise PolicyError(source, problems)
+    currency = doc.get("currency")
+    return Policy(
+        name=str(doc["name"]),
+        version=str(doc["version"]),
+        tiers=tuple(tiers),
+        description=str(doc.get("description") or ""),
+        currency=str(currency) if currency else None,
+    )
+
+
+def _conditions(when: Any, path: str, problems: list[tuple[str, str]]) -> list[Condition]:
+    if not isinstance(when, Mapping):
+        problems.append((path, "must be a mapping of feature -> condition"))
+        return []
+    out: list[Condition] = []
+    for feature, cond in when.items():
+        fpath = f"{path}.{feature}"
+        if not _known_feature(str(feature)):
+            problems.append((fpath, "unknown feature (see `tierstream policy features`)"))
+            continue
+        if isinstance(cond, bool) or not isinstance(cond, int | float | Mapping):
+            problems.append((fpath, "must be a number (meaning gte) or {op: value}"))
+            continue
+        items = cond.items() if isinstance(cond, Mapping) else [("gte", cond)]
+        for op, value in items:
+            if op not in _OPS:
+                problems.append((f"{fpath}.{op}", f"unknown operator (one of {', '.join(_OPS)})"))
+            elif op == "in":
+                if not isinstance(value, list):
+                    problems.append((f"{fpath}.in", "must be a list"))
+                else:
+                    out.append(Condition(str(feature), op, frozenset(value)))
+            elif str(feature).startswith(ATTRIBUTE_PREFIX):
+                out.append(Condition(str(feature), op, value))
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                problems.append((f"{fpath}.{op}", f"must be a number, got {value!r}"))
+            else:
+                out.append(Condition(str(feature), op, float(value)))
+    return out

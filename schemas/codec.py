@@ -1,0 +1,219 @@
+"""Decode input events (strict on required fields and types, tolerant of unknown extra
+fields) and encode output events as CloudEvents 1.0 structured JSON.
+
+Every rejection raises :class:`app.domain.errors.InvalidEvent` with a short ``reason``
+code (used as the dead-letter header and metric label) and a readable ``detail``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.domain.errors import InvalidEvent
+from app.domain.events import AttributeValue, Event, EventKind
+from app.domain.outputs import TierChange
+
+#: Event times before this are rejected as absurd (1990-01-01T00:00:00Z).
+MIN_TIMESTAMP_MS = 631_152_000_000
+#: ... and after this (2100-01-01T00:00:00Z); the worker also rejects far-future times.
+MAX_TIMESTAMP_MS = 4_102_444_800_000
+
+#: CloudEvents ``type`` of each output kind; versioned, never renamed in place.
+EVENT_TYPES = {"tier_change": "io.tierstream.tier.changed.v1"}
+CLOUDEVENTS_SOURCE = "tierstream"
+
+_PURCHASE_TYPES = frozenset({"purchase", "refund", "order"})
+
+
+def kind_of(doc: Mapping[str, Any]) -> EventKind:
+    """The input kind of an event read from a file: an explicit ``kind`` field, else by
+    ``type`` (purchase/refund/order -> purchase, profile -> profile, else interaction)."""
+    kind = doc.get("kind")
+    if kind in ("purchase", "interaction", "profile"):
+        return kind  # type: ignore[no-any-return]
+    typ = doc.get("type")
+    if typ in _PURCHASE_TYPES:
+        return "purchase"
+    if typ == "profile":
+        return "profile"
+    return "interaction"
+
+
+def parse_timestamp(value: Any, field: str = "occurred_at") -> int:
+    """ISO-8601 (date-only allowed; no zone means UTC) or epoch milliseconds -> epoch ms."""
+    if isinstance(value, bool):
+        raise InvalidEvent("wrong_type", f"{field} must be ISO-8601 or epoch ms, got a boolean")
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidEvent("invalid_timestamp", f"{field} is not finite")
+        ms = int(value)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidEvent(
+                "invalid_timestamp", f"{field} {value[:40]!r} is not ISO-8601"
+            ) from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ms = int(dt.timestamp() * 1000)
+    else:
+        raise InvalidEvent(
+            "wrong_type" if value is not None else "missing_field",
+            f"{field} must be ISO-8601 or epoch ms, got {type(value).__name__}",
+        )
+    if not MIN_TIMESTAMP_MS <= ms < MAX_TIMESTAMP_MS:
+        raise InvalidEvent(
+            "timestamp_out_of_range",
+            f"{field}={value!r} is outside 1990-01-01..2100-01-01 (epoch seconds instead of ms?)",
+        )
+    return ms
+
+
+def _require_str(doc: Mapping[str, Any], name: str) -> str:
+    value = doc.get(name)
+    if value is None:
+        raise InvalidEvent("missing_field", f"required field {name!r} is missing")
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidEvent("wrong_type", f"{name} must not be empty")
+    return value
+
+
+def _number(doc: Mapping[str, Any], name: str, required: bool) -> float | None:
+    value = doc.get(name)
+    if value is None:
+        if required:
+            raise InvalidEvent("missing_field", f"required field {name!r} is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent("wrong_type", f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise InvalidEvent("wrong_type", f"{name} must be a finite number")
+    return float(value)
+
+
+def _opt_str(doc: Mapping[str, Any], name: str) -> str | None:
+    value = doc.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def decode_event(
+    raw: bytes | str | Mapping[str, Any], kind: EventKind | None = None, max_ts: int | None = None
+) -> Event:
+    """Decode one input event. ``kind`` comes from the topic (``None``: infer, see
+    :func:`kind_of`); ``max_ts`` rejects events dated after it (wall clock + skew)."""
+    if isinstance(raw, bytes | str):
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent("malformed_json", f"not valid JSON: {exc}") from None
+    else:
+        doc = raw
+    if not isinstance(doc, dict):
+        raise InvalidEvent(
+            "not_an_object", f"an event must be a JSON object, got {type(doc).__name__}"
+        )
+    kind = kind or kind_of(doc)
+    event_id = _require_str(doc, "event_id")
+    customer_id = _require_str(doc, "customer_id")
+    typ = _require_str(doc, "type")
+    if "occurred_at" not in doc:
+        raise InvalidEvent("missing_field", "required field 'occurred_at' is missing")
+    ts = parse_timestamp(doc["occurred_at"])
+    if max_ts is not None and ts > max_ts:
+        raise InvalidEvent(
+            "timestamp_in_future", f"occurred_at={doc['occurred_at']!r} is too far in the future"
+        )
+    if kind == "purchase":
+        amount = _number(doc, "amount", required=True)
+        return Event(
+            event_id,
+            customer_id,
+            "purchase",
+            typ,
+            ts,
+            amount or 0.0,
+            quantity=_number(doc, "quantity", required=False),
+            margin=_number(doc, "margin", required=False),
+            currency=_opt_str(doc, "currency"),
+            order_id=_opt_str(doc, "order_id"),
+            category=_opt_str(doc, "category"),
+            channel=_opt_str(doc, "channel"),
+        )
+    if kind == "profile":
+        return Event(
+            event_id, customer_id, "profile", typ, ts, attributes=_attributes(doc.get("attributes"))
+        )
+    return Event(event_id, customer_id, "interaction", typ, ts, channel=_opt_str(doc, "channel"))
+
+
+def _attributes(value: Any) -> dict[str, AttributeValue]:
+    if value is None:
+        raise InvalidEvent("missing_field", "required field 'attributes' is missing")
+    if not isinstance(value, dict):
+        raise InvalidEvent("wrong_type", "attributes must be an object")
+    for k, v in value.items():
+        if v is not None and not isinstance(v, str | int | float | bool):
+            raise InvalidEvent("wrong_type", f"attributes.{k} must be a scalar")
+    return dict(value)
+
+
+def encode_input(doc: Mapping[str, Any]) -> bytes:
+    """Serialize an input event document (as read from a file) for the input topics."""
+    return orjson.dumps(doc)
+
+
+def iso(ms: int) -> str:
+    """Epoch ms -> RFC 3339 UTC with millisecond precision."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def tier_change_to_cloudevent(change: TierChange) -> dict[str, Any]:
+    """The CloudEvents 1.0 structured form of a tier change."""
+    return {
+        "specversion": "1.0",
+        "id": change.id,
+        "source": CLOUDEVENTS_SOURCE,
+        "type": EVENT_TYPES["tier_change"],
+        "subject": change.customer_id,
+        "time": iso(change.at),
+        "datacontenttype": "application/json",
+        "data": {
+            "customer_id": change.customer_id,
+            "from_tier": change.from_tier,
+            "to_tier": change.to_tier,
+            "direction": change.direction,
+            "score": change.score,
+            "reasons": list(change.reasons),
+            "features": {k: _json_number(v) for k, v in change.features.items()},
+            "policy": {"name": change.policy_name, "version": change.policy_version},
+            "service_level": dict(change.service_level),
+            "cause": change.cause,
+        },
+    }
+
+
+def _json_number(v: Any) -> Any:
+    # JSON has no infinity: "days since last purchase" of a prospect is reported as null.
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def encode_tier_change(change: TierChange) -> bytes:
+    return orjson.dumps(tier_change_to_cloudevent(change))
+
+
+def encode_snapshot(snap: Mapping[str, Any]) -> bytes:
+    """The ``tierstream.customers`` value (see :func:`app.domain.outputs.snapshot`)."""
+    return orjson.dumps(snap)
