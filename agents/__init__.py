@@ -1,0 +1,14 @@
+"""Thin Faust agents: decode -> engine.step -> write table -> send outputs -> count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.faust_app import TierstreamApp
+
+
+def register(app: TierstreamApp) -> list[Any]:
+    """Attach every agent to ``app``."""
+    from agents import customer_events
+
+    return [customer_events.register(app)]
