@@ -146,7 +146,9 @@ class TierstreamApp:
             settings.topic("customers"), partitions=parts, compacting=True, **_RAW
         )
         self.dead_letter = self.faust.topic(settings.topic("dead-letter"), partitions=parts, **_RAW)
-        self.customer_state = self.faust.Table(STATE_TABLE, partitions=parts, **_RAW)
+        self.customer_state = self.faust.Table(
+            STATE_TABLE, partitions=parts, key_type=bytes, value_type=bytes
+        )  # bytes -> raw serializers
         self.batch = CustomerBatch(
             policy,
             {settings.topic(name): kind for name, kind in INPUT_KINDS.items()},
