@@ -13,15 +13,19 @@ from typing import Any
 from app.domain.events import Event
 from app.domain.features import compute_features
 from app.domain.outputs import Direction, Output, TierChange, output_id
-from app.domain.policy import ATTRIBUTE_PREFIX, Policy
+from app.domain.policy import Policy
 from app.domain.state import (
     INTERACTIONS,
     PURCHASES,
     RETENTION_DAYS,
     SPEND,
+    WINDOWS_DAYS,
     CustomerState,
     day_of,
+    exact_add,
 )
+
+_WINDOW_INDEX = tuple(enumerate(WINDOWS_DAYS))
 
 
 @dataclass(slots=True)
@@ -45,100 +49,148 @@ def step(state: CustomerState | None, event: Event, now: int, policy: Policy) ->
     ``max(state.clock, event.occurred_at)``, so a customer's outputs depend only on that
     customer's ordered events and never on how customers share partitions or batches; an
     event older than the clock (out of order) still lands in the bucket of its own day.
-    ``now`` is what :func:`tick` evaluates at when time passes without events.
+    If a :func:`tick` already changed the tier at a later time (``tier_since``), the
+    evaluation happens as of that time instead: a customer is never re-evaluated back in
+    time. ``now`` is what :func:`tick` evaluates at when time passes without events.
+
+    A duplicate (an ``event_id`` among the customer's recent ids) changes nothing and
+    returns ``duplicate=True`` with no outputs.
     """
     if state is None:
         state = CustomerState(customer_id=event.customer_id)
     elif state.seen(event.event_id):
         return StepResult(state, [], duplicate=True)
     apply_event(state, event)
-    return StepResult(state, _evaluate(state, state.clock, policy, cause=event.event_id))
+    at = state.clock
+    if state.tier_since is not None and state.tier_since > at:
+        at = state.tier_since
+    return StepResult(state, _evaluate(state, at, policy, cause=event.event_id))
 
 
 def tick(state: CustomerState, now: int, policy: Policy) -> StepResult:
-    """Re-evaluate as time passes without events (windows roll off, tiers may fall)."""
-    at = max(now, state.clock)
+    """Re-evaluate as time passes without events (windows roll off, tiers may fall).
+
+    Evaluates as of ``max(now, state.clock, state.tier_since)``; only the tier fields
+    change, and only when the tier does (the window sums are rolled on a copy).
+    """
+    at = max(now, state.clock, state.tier_since or 0)
     return StepResult(state, _evaluate(state, at, policy, cause=f"tick@{at}"))
 
 
+def is_refund(event: Event) -> bool:
+    """A refund: a purchase with a negative amount, or of type ``refund``."""
+    return event.amount < 0 or event.type == "refund"
+
+
 def apply_event(state: CustomerState, event: Event) -> None:
-    """Fold one (non-duplicate) event into the state."""
+    """Fold one (non-duplicate) event into the state.
+
+    The clock moves to the event time if later; when that starts a new UTC day, the
+    window sums roll forward and buckets that left the longest window are dropped. Then
+    the event lands in the bucket of its own day if that day is still inside the longest
+    window (``day > day_of(clock) - RETENTION_DAYS``), and in every window that covers it.
+    Older events still count in lifetime totals and RFM, but in no window.
+    """
     state.remember(event.event_id)
     ts = event.occurred_at
-    old_clock_day = day_of(state.clock)
     if ts > state.clock:
         state.clock = ts
-    if event.kind == "profile":
+        today = ts // 86_400_000
+        if today > state.windows.day:
+            state.windows.roll_to(today, state.buckets)
+            cutoff = today - RETENTION_DAYS
+            buckets = state.buckets
+            if buckets and min(buckets) <= cutoff:
+                for old in [d for d in buckets if d <= cutoff]:
+                    del buckets[old]
+    kind = event.kind
+    if kind == "profile":
         state.attributes.update(event.attributes)
         return
     day = day_of(ts)
-    in_retention = day > day_of(state.clock) - RETENTION_DAYS
-    bucket = state.buckets.get(day) if in_retention else None
-    if in_retention and bucket is None:
-        bucket = state.buckets[day] = [0.0, 0.0, 0.0]
-    if event.kind == "purchase":
-        _apply_purchase(state, event, day, bucket)
-    else:
-        state.lifetime_interactions += 1
-        if bucket is not None:
-            bucket[INTERACTIONS] += 1
-        if state.first_interaction_at is None or ts < state.first_interaction_at:
-            state.first_interaction_at = ts
-        if state.last_interaction_at is None or ts > state.last_interaction_at:
-            state.last_interaction_at = ts
-    if day_of(state.clock) != old_clock_day:
-        cutoff = day_of(state.clock) - RETENTION_DAYS
-        for old in [d for d in state.buckets if d <= cutoff]:
-            del state.buckets[old]
+    age = state.windows.day - day
+    bucket: list[float] | None = None
+    if age < RETENTION_DAYS:
+        bucket = state.buckets.get(day)
+        if bucket is None:
+            bucket = state.buckets[day] = [0.0, 0.0, 0.0]
+    if kind == "purchase":
+        _apply_purchase(state, event, day, age, bucket)
+        return
+    state.lifetime_interactions += 1
+    if bucket is not None:
+        bucket[INTERACTIONS] += 1.0
+        windows = state.windows
+        for k, w in _WINDOW_INDEX:
+            if age < w:
+                windows.interactions[k] += 1.0
+    if state.first_interaction_at is None or ts < state.first_interaction_at:
+        state.first_interaction_at = ts
+    if state.last_interaction_at is None or ts > state.last_interaction_at:
+        state.last_interaction_at = ts
 
 
 def _apply_purchase(
-    state: CustomerState, event: Event, day: int, bucket: list[float] | None
+    state: CustomerState, event: Event, day: int, age: int, bucket: list[float] | None
 ) -> None:
     amount = event.amount
-    ts = event.occurred_at
+    refund = is_refund(event)
     state.lifetime_spend += amount
     if bucket is not None:
-        bucket[SPEND] += amount
-    if amount < 0:  # a refund: lowers spend, is not a purchase, leaves RFM alone
+        old = bucket[SPEND]
+        new = bucket[SPEND] = old + amount
+        windows = state.windows
+        for k, w in _WINDOW_INDEX:
+            if age < w:
+                # The window holds the exact sum of its buckets' values: swap old for new.
+                spend = windows.spend[k]
+                if old:
+                    exact_add(spend, -old)
+                if new:
+                    exact_add(spend, new)
+                if not refund:
+                    windows.purchases[k] += 1.0
+        if not refund:
+            bucket[PURCHASES] += 1.0
+    if refund:  # lowers spend, is not a purchase, leaves RFM alone
         state.lifetime_refunds += 1
         return
+    state.lifetime_purchases += 1
+    ts = event.occurred_at
     # RFM (lifetimes): purchases are grouped per UTC day; the first day is not a repeat.
-    if state.first_purchase_at is None or state.last_purchase_at is None:
+    if state.first_purchase_at is None:
         state.purchase_days = 1
+        state.purchase_day_bits = 1
+        state.first_day_spend = amount
+        state.first_purchase_at = state.last_purchase_at = ts
+        return
+    first_day = day_of(state.first_purchase_at)
+    if day == first_day:
+        state.first_day_spend += amount
+    elif day < first_day:  # a late purchase before the first one: the old first day repeats
+        state.purchase_day_bits = state.purchase_day_bits << (first_day - day) | 1
+        state.purchase_days += 1
+        state.repeat_spend += state.first_day_spend
         state.first_day_spend = amount
     else:
-        first_day = day_of(state.first_purchase_at)
-        if day == first_day:
-            state.first_day_spend += amount
-        elif day < first_day:
+        bit = 1 << (day - first_day)
+        if not state.purchase_day_bits & bit:
+            state.purchase_day_bits |= bit
             state.purchase_days += 1
-            state.repeat_spend += state.first_day_spend
-            state.first_day_spend = amount
-        else:
-            new_day = day > day_of(state.last_purchase_at) or (
-                bucket is not None and bucket[PURCHASES] == 0
-            )
-            state.purchase_days += int(new_day)
-            state.repeat_spend += amount
-    state.lifetime_purchases += 1
-    if bucket is not None:
-        bucket[PURCHASES] += 1
-    if state.first_purchase_at is None or ts < state.first_purchase_at:
+        state.repeat_spend += amount
+    if ts < state.first_purchase_at:
         state.first_purchase_at = ts
     if state.last_purchase_at is None or ts > state.last_purchase_at:
         state.last_purchase_at = ts
 
 
 def _evaluate(state: CustomerState, at: int, policy: Policy, cause: str) -> list[Output]:
-    features: dict[str, Any] = compute_features(state, at)
-    if state.attributes:
-        for key, value in state.attributes.items():
-            features[ATTRIBUTE_PREFIX + key] = value
-    decision = policy.decide(features)
+    features = compute_features(state, at, policy.features_used)
+    chosen = policy.choose(features)
     previous = state.tier
-    if decision.tier == previous:
+    if chosen.name == previous:
         return []
+    decision = policy.decide(features)
     direction: Direction
     if previous is None:
         direction = "new"

@@ -1,25 +1,41 @@
-"""Features: the numbers policies decide on, computed from state as of a time."""
+"""Features: the numbers policies decide on, computed from state as of a time.
+
+Only the features a policy uses are computed on the hot path
+(``compute_features(state, at, policy.features_used)``); each costs O(1) because the
+rolling window sums are kept in the state (see :mod:`app.domain.state`).
+
+>>> from app.domain.state import CustomerState
+>>> s = CustomerState("c1")
+>>> compute_features(s, 0, ["spend_30d", "days_since_last_purchase"])
+{'spend_30d': 0.0, 'days_since_last_purchase': inf}
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from app.domain.state import (
     DAY_MS,
-    INTERACTIONS,
-    PURCHASES,
-    SPEND,
     WINDOWS_DAYS,
     CustomerState,
+    WindowSums,
     day_of,
 )
 
 _ROLLING = ("spend", "purchases", "interactions")
+#: Profile attributes are addressed in policies as ``attributes.<name>``.
+ATTRIBUTE_PREFIX = "attributes."
 
 #: Every feature name a policy may use, with its meaning (for docs and validation).
 FEATURES: dict[str, str] = {
     **{
-        f"{what}_{w}d": f"{what} in the last {w} days (rolling, UTC-day buckets)"
+        f"{what}_{w}d": (
+            f"{what} in the last {w} days: the UTC day of the evaluation time and the "
+            f"{w - 1} days before it (day buckets; spend nets refunds, correctly rounded)"
+        )
         for what in _ROLLING
         for w in WINDOWS_DAYS
     },
@@ -38,7 +54,11 @@ FEATURES: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class RFMSummary:
-    """RFM in the conventions of ``lifetimes.utils.summary_data_from_transaction_data``."""
+    """RFM in the conventions of ``lifetimes.utils.summary_data_from_transaction_data``
+    (``freq='D'``, monetary value column): ``frequency`` is the number of distinct purchase
+    days minus one, ``recency`` and ``T`` are whole days from the first purchase day to the
+    last purchase day and to the evaluation day, ``monetary_value`` is the mean per-day
+    spend over the repeat days (0 without repeats). Refunds do not enter RFM."""
 
     frequency: int
     recency: int
@@ -61,25 +81,32 @@ def rfm_summary(state: CustomerState, as_of: int) -> RFMSummary:
     )
 
 
+def window_sums(state: CustomerState, as_of: int) -> WindowSums:
+    """The rolling sums as of ``as_of``: the state's own when ``as_of`` is on its day, a
+    rolled-forward copy for a later day, recomputed from the buckets for an earlier one.
+    Never mutates the state; all three give identical values."""
+    day = day_of(as_of)
+    sums = state.windows
+    if day == sums.day:
+        return sums
+    if day > sums.day:
+        ahead = sums.copy()
+        ahead.roll_to(day, state.buckets)
+        return ahead
+    return WindowSums.from_buckets(state.buckets, day)
+
+
 def rolling(state: CustomerState, as_of: int) -> dict[str, float]:
     """Rolling sums per window as of ``as_of``: ``spend_30d``, ``purchases_90d``, ..."""
-    today = day_of(as_of)
-    sums = {w: [0.0, 0.0, 0.0] for w in WINDOWS_DAYS}
-    for day, vals in state.buckets.items():
-        age = today - day
-        if age < 0:
-            age = 0  # a bucket dated after as_of (future skew) counts as today
-        for w, acc in sums.items():
-            if age < w:
-                acc[SPEND] += vals[SPEND]
-                acc[PURCHASES] += vals[PURCHASES]
-                acc[INTERACTIONS] += vals[INTERACTIONS]
+    sums = window_sums(state, as_of)
     out: dict[str, float] = {}
-    for w, acc in sums.items():
-        out[f"spend_{w}d"] = acc[SPEND]
-        out[f"purchases_{w}d"] = acc[PURCHASES]
-        out[f"interactions_{w}d"] = acc[INTERACTIONS]
-        out[f"avg_order_value_{w}d"] = acc[SPEND] / acc[PURCHASES] if acc[PURCHASES] else 0.0
+    for k, w in enumerate(WINDOWS_DAYS):
+        spend = math.fsum(sums.spend[k])
+        purchases = sums.purchases[k]
+        out[f"spend_{w}d"] = spend
+        out[f"purchases_{w}d"] = purchases
+        out[f"interactions_{w}d"] = sums.interactions[k]
+        out[f"avg_order_value_{w}d"] = spend / purchases if purchases else 0.0
     return out
 
 
@@ -87,19 +114,62 @@ def _days_since(ts: int | None, as_of: int) -> float:
     return (as_of - ts) / DAY_MS if ts is not None else float("inf")
 
 
-def compute_features(state: CustomerState, as_of: int) -> dict[str, float]:
-    """All features of :data:`FEATURES` as of ``as_of`` (epoch ms)."""
-    feats = rolling(state, as_of)
-    rfm = rfm_summary(state, as_of)
-    feats.update(
-        lifetime_spend=state.lifetime_spend,
-        lifetime_purchases=float(state.lifetime_purchases),
-        lifetime_interactions=float(state.lifetime_interactions),
-        days_since_last_purchase=_days_since(state.last_purchase_at, as_of),
-        days_since_last_interaction=_days_since(state.last_interaction_at, as_of),
-        frequency=float(rfm.frequency),
-        recency=float(rfm.recency),
-        T=float(rfm.T),
-        monetary_value=rfm.monetary_value,
-    )
-    return feats
+_Getter = Callable[[CustomerState, int, WindowSums], Any]
+
+
+def _window_getters() -> dict[str, _Getter]:
+    getters: dict[str, _Getter] = {}
+    for k, w in enumerate(WINDOWS_DAYS):
+
+        def spend(s: CustomerState, at: int, ws: WindowSums, k: int = k) -> float:
+            return math.fsum(ws.spend[k])
+
+        def purchases(s: CustomerState, at: int, ws: WindowSums, k: int = k) -> float:
+            return ws.purchases[k]
+
+        def interactions(s: CustomerState, at: int, ws: WindowSums, k: int = k) -> float:
+            return ws.interactions[k]
+
+        def aov(s: CustomerState, at: int, ws: WindowSums, k: int = k) -> float:
+            n = ws.purchases[k]
+            return math.fsum(ws.spend[k]) / n if n else 0.0
+
+        getters[f"spend_{w}d"] = spend
+        getters[f"purchases_{w}d"] = purchases
+        getters[f"interactions_{w}d"] = interactions
+        getters[f"avg_order_value_{w}d"] = aov
+    return getters
+
+
+_GETTERS: dict[str, _Getter] = {
+    **_window_getters(),
+    "lifetime_spend": lambda s, at, ws: s.lifetime_spend,
+    "lifetime_purchases": lambda s, at, ws: float(s.lifetime_purchases),
+    "lifetime_interactions": lambda s, at, ws: float(s.lifetime_interactions),
+    "days_since_last_purchase": lambda s, at, ws: _days_since(s.last_purchase_at, at),
+    "days_since_last_interaction": lambda s, at, ws: _days_since(s.last_interaction_at, at),
+    "frequency": lambda s, at, ws: float(rfm_summary(s, at).frequency),
+    "recency": lambda s, at, ws: float(rfm_summary(s, at).recency),
+    "T": lambda s, at, ws: float(rfm_summary(s, at).T),
+    "monetary_value": lambda s, at, ws: rfm_summary(s, at).monetary_value,
+}
+assert _GETTERS.keys() == FEATURES.keys()
+
+
+def compute_features(
+    state: CustomerState, as_of: int, names: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Features as of ``as_of`` (epoch ms): all of :data:`FEATURES` by default, else just
+    ``names`` (which may include ``attributes.<name>``: the profile attribute or None).
+    Unknown names are left out."""
+    sums = window_sums(state, as_of)
+    if names is None:
+        return {name: get(state, as_of, sums) for name, get in _GETTERS.items()}
+    out: dict[str, Any] = {}
+    for name in names:
+        get = _GETTERS.get(name)
+        if get is not None:
+            out[name] = get(state, as_of, sums)
+        elif name.startswith(ATTRIBUTE_PREFIX):
+            out[name] = state.attributes.get(name[len(ATTRIBUTE_PREFIX) :])
+    return out

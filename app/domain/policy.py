@@ -18,13 +18,14 @@ attributes are addressed as ``attributes.<name>``.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.errors import PolicyError
-from app.domain.features import FEATURES
+from app.domain.features import ATTRIBUTE_PREFIX, FEATURES
 
 _OPS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "gte": (">=", operator.ge),
@@ -36,20 +37,30 @@ _OPS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "in": ("in", lambda a, b: a in b),
 }
 _NEGATED = {"gte": "<", "gt": "<=", "lte": ">", "lt": ">=", "eq": "!=", "ne": "==", "in": "not in"}
-ATTRIBUTE_PREFIX = "attributes."
+__all__ = ["ATTRIBUTE_PREFIX", "Condition", "Decision", "Policy", "Tier", "policy_from_dict"]
 
 
 @dataclass(frozen=True, slots=True)
 class Condition:
+    """``feature op value``; a missing (None) or incomparable feature never holds.
+
+    >>> Condition("spend_90d", "gte", 100.0).holds(120.0)
+    True
+    """
+
     feature: str
     op: str
     value: Any
+    fn: Callable[[Any, Any], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fn", _OPS[self.op][1])
 
     def holds(self, actual: Any) -> bool:
         if actual is None:
             return False
         try:
-            return bool(_OPS[self.op][1](actual, self.value))
+            return bool(self.fn(actual, self.value))
         except TypeError:
             return False
 
@@ -107,6 +118,17 @@ class Policy:
         by_name: dict[str, Tier] = self._by_name  # type: ignore[attr-defined]
         return by_name.get(name)
 
+    def choose(self, features: Mapping[str, Any]) -> Tier:
+        """The tier :meth:`decide` picks, without building reasons (the hot path)."""
+        get = features.get
+        for t in self.tiers:
+            for c in t.conditions:
+                if not c.holds(get(c.feature)):
+                    break
+            else:
+                return t
+        raise AssertionError("validated policies end with a catch-all tier")
+
     def decide(self, features: Mapping[str, Any]) -> Decision:
         """First tier whose conditions all hold; reasons say which held and, for the better
         tiers that were skipped, the first condition that failed."""
@@ -123,21 +145,44 @@ class Policy:
 
 
 def _known_feature(name: str) -> bool:
-    return name in FEATURES or (name.startswith(ATTRIBUTE_PREFIX) and len(name) > 11)
+    return name in FEATURES or (
+        name.startswith(ATTRIBUTE_PREFIX) and len(name) > len(ATTRIBUTE_PREFIX)
+    )
+
+
+def _is_name(value: Any) -> bool:
+    """A usable name or version: a non-empty string, or a number (YAML ``version: 1``)."""
+    if isinstance(value, bool) or value is None:
+        return False
+    return isinstance(value, str | int | float) and str(value).strip() != ""
 
 
 def policy_from_dict(doc: Any, source: str = "<policy>") -> Policy:
-    """Validate a parsed policy document; every problem is reported with its path."""
+    """Validate a parsed policy document; every problem is reported with its path.
+
+    >>> policy_from_dict({"name": "p", "version": 1, "tiers": [{"name": "all"}]}).version
+    '1'
+    >>> policy_from_dict({"name": "p", "version": 1, "tiers": [
+    ...     {"name": "A", "when": {"spend_90d": {"gte": "lots"}}}, {"name": "B"}]}, "p.yaml")
+    Traceback (most recent call last):
+    ...
+    app.domain.errors.PolicyError: invalid policy p.yaml:
+      tiers[0].when.spend_90d.gte: must be a number, got 'lots'
+    """
     problems: list[tuple[str, str]] = []
     if not isinstance(doc, Mapping):
-        raise PolicyError(source, [("$", "a policy must be a mapping")])
+        got = "an empty document" if doc is None else type(doc).__name__
+        raise PolicyError(source, [("$", f"a policy must be a mapping, got {got}")])
     for key in ("name", "version"):
-        if not isinstance(doc.get(key), str | int | float) or doc.get(key) in ("", None):
+        if not _is_name(doc.get(key)):
             problems.append((key, "required: a non-empty string"))
     allowed = {"name", "version", "description", "currency", "tiers"}
     for key in doc:
         if key not in allowed:
             problems.append((str(key), f"unknown key (allowed: {', '.join(sorted(allowed))})"))
+    currency = doc.get("currency")
+    if currency is not None and not isinstance(currency, str):
+        problems.append(("currency", "must be a string such as USD"))
     raw_tiers = doc.get("tiers")
     tiers: list[Tier] = []
     if not isinstance(raw_tiers, list) or not raw_tiers:
@@ -150,7 +195,7 @@ def policy_from_dict(doc: Any, source: str = "<policy>") -> Policy:
             problems.append((path, "must be a mapping with name, when, service_level"))
             continue
         name = raw.get("name")
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not name.strip():
             problems.append((f"{path}.name", "required: a non-empty string"))
             name = f"#{i}"
         elif name in seen:
@@ -159,24 +204,35 @@ def policy_from_dict(doc: Any, source: str = "<policy>") -> Policy:
         for key in raw:
             if key not in {"name", "when", "service_level", "description"}:
                 problems.append((f"{path}.{key}", "unknown key"))
-        conditions = _conditions(raw.get("when") or {}, f"{path}.when", problems)
-        service = raw.get("service_level") or {}
-        if not isinstance(service, Mapping):
+        when = raw.get("when")
+        conditions = _conditions({} if when is None else when, f"{path}.when", problems)
+        service = raw.get("service_level")
+        if service is None:
+            service = {}
+        elif not isinstance(service, Mapping):
             problems.append((f"{path}.service_level", "must be a mapping"))
             service = {}
         is_last = i == len(raw_tiers) - 1
-        if is_last and conditions:
+        empty = not when if isinstance(when, Mapping) or when is None else None
+        if is_last and empty is False:
             problems.append((f"{path}.when", "the last tier must have no conditions (catch-all)"))
+        elif not is_last and empty:
+            problems.append(
+                (
+                    f"{path}.when",
+                    "only the last tier may have no conditions (tiers after it "
+                    "could never be chosen)",
+                )
+            )
         tiers.append(Tier(name, tuple(conditions), dict(service)))
     if problems:
         raise PolicyError(source, problems)
-    currency = doc.get("currency")
     return Policy(
         name=str(doc["name"]),
         version=str(doc["version"]),
         tiers=tuple(tiers),
         description=str(doc.get("description") or ""),
-        currency=str(currency) if currency else None,
+        currency=currency or None,
     )
 
 
@@ -191,21 +247,39 @@ def _conditions(when: Any, path: str, problems: list[tuple[str, str]]) -> list[C
             problems.append((fpath, "unknown feature (see `tierstream policy features`)"))
             continue
         if isinstance(cond, bool) or not isinstance(cond, int | float | Mapping):
-            problems.append((fpath, "must be a number (meaning gte) or {op: value}"))
+            problems.append(
+                (fpath, f"must be a number (meaning gte) or {{op: value}}, got {cond!r}")
+            )
+            continue
+        if isinstance(cond, Mapping) and not cond:
+            problems.append((fpath, "empty condition: give at least one {op: value}"))
             continue
         items = cond.items() if isinstance(cond, Mapping) else [("gte", cond)]
+        is_attribute = str(feature).startswith(ATTRIBUTE_PREFIX)
         for op, value in items:
+            opath = f"{fpath}.{op}" if isinstance(cond, Mapping) else fpath
             if op not in _OPS:
-                problems.append((f"{fpath}.{op}", f"unknown operator (one of {', '.join(_OPS)})"))
+                problems.append((opath, f"unknown operator (one of {', '.join(_OPS)})"))
             elif op == "in":
-                if not isinstance(value, list):
-                    problems.append((f"{fpath}.in", "must be a list"))
+                if not isinstance(value, list) or not value:
+                    problems.append((opath, f"must be a non-empty list, got {value!r}"))
+                elif not all(isinstance(x, str | int | float | bool) for x in value):
+                    problems.append((opath, "list items must be strings, numbers or booleans"))
+                elif not is_attribute and not all(_finite_number(x) for x in value):
+                    problems.append((opath, "list items must be numbers for this feature"))
                 else:
                     out.append(Condition(str(feature), op, frozenset(value)))
-            elif str(feature).startswith(ATTRIBUTE_PREFIX):
-                out.append(Condition(str(feature), op, value))
-            elif isinstance(value, bool) or not isinstance(value, int | float):
-                problems.append((f"{fpath}.{op}", f"must be a number, got {value!r}"))
+            elif is_attribute:
+                if value is not None and not isinstance(value, str | int | float | bool):
+                    problems.append((opath, f"must be a string, number or boolean, got {value!r}"))
+                else:
+                    out.append(Condition(str(feature), op, value))
+            elif not _finite_number(value) and not (isinstance(value, float) and math.isinf(value)):
+                problems.append((opath, f"must be a number, got {value!r}"))
             else:
                 out.append(Condition(str(feature), op, float(value)))
     return out
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

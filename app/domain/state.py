@@ -4,20 +4,43 @@ inputs and a recent-event-id set for de-duplication.
 The state is compact and versioned (``schema_version``); :func:`state_to_dict` and
 :func:`state_from_dict` are its changelog format. Old versions must keep loading: add a
 migration in :func:`state_from_dict`, never change the meaning of an existing field.
+
+Windows and day boundaries
+--------------------------
+Days are UTC days (``day_of(ms) = ms // DAY_MS``). A window of ``W`` days *as of* a time
+``t`` covers the ``W`` UTC days ``day_of(t) - W + 1 .. day_of(t)``: today and the
+``W - 1`` previous days. So as of 2024-03-31T12:00Z, ``spend_30d`` counts everything from
+2024-03-02T00:00:00.000Z on; an event at 2024-03-01T23:59:59.999Z is out.
+
+Exact window sums
+-----------------
+Each bucket holds the plain float sum of its day's amounts. A window's spend is the
+*correctly rounded exact sum* of its bucket values (``math.fsum``), kept incrementally in
+:class:`WindowSums` as a list of non-overlapping partials (Shewchuk's algorithm), so adding
+and removing buckets never drifts and the result does not depend on the order in which
+buckets were touched. A streaming run (state serialized between batches) and a batch
+replay therefore agree bit for bit, and both equal a from-scratch ``math.fsum``.
+
+>>> s = CustomerState("c1")
+>>> exact_add(s.windows.spend[0], 0.1); exact_add(s.windows.spend[0], 0.2)
+>>> exact_add(s.windows.spend[0], -0.1); math.fsum(s.windows.spend[0])
+0.2
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.events import AttributeValue
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DAY_MS = 86_400_000
 #: Rolling windows, in days, kept as fixed UTC-day buckets inside the record.
 WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
-#: Buckets older than this many days before the customer's clock are dropped.
+#: Buckets older than this many days before the customer's clock are dropped: a bucket
+#: is kept while ``day > day_of(clock) - RETENTION_DAYS``, exactly the longest window.
 RETENTION_DAYS = max(WINDOWS_DAYS)
 #: How many recent event ids each customer remembers to drop duplicates.
 RECENT_IDS = 128
@@ -27,8 +50,104 @@ SPEND, PURCHASES, INTERACTIONS = 0, 1, 2
 
 
 def day_of(ms: int) -> int:
-    """UTC day number of an epoch-millisecond timestamp."""
+    """UTC day number of an epoch-millisecond timestamp.
+
+    >>> day_of(86_400_000 - 1), day_of(86_400_000)
+    (0, 1)
+    """
     return ms // DAY_MS
+
+
+def exact_add(partials: list[float], x: float) -> None:
+    """Add ``x`` to the exact sum held as non-overlapping ``partials`` (in place).
+
+    ``math.fsum(partials)`` is then the correctly rounded exact total. This is the
+    ``msum`` recipe behind :func:`math.fsum` (Shewchuk, "Adaptive Precision
+    Floating-Point Arithmetic"); values must be finite.
+    """
+    i = 0
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo:
+            partials[i] = lo
+            i += 1
+        x = hi
+    del partials[i:]
+    if x:
+        partials.append(x)
+
+
+@dataclass(slots=True)
+class WindowSums:
+    """Rolling sums of the day buckets for every window of :data:`WINDOWS_DAYS`, as of
+    UTC day ``day``: window ``k`` holds the buckets with ``day - W_k < d <= day``.
+
+    ``spend[k]`` are exact partials (value: ``math.fsum(spend[k])``); the counts are
+    integral floats, exact below 2**53.
+    """
+
+    day: int
+    spend: list[list[float]]
+    purchases: list[float]
+    interactions: list[float]
+
+    @classmethod
+    def empty(cls, day: int = 0) -> WindowSums:
+        n = len(WINDOWS_DAYS)
+        return cls(day, [[] for _ in range(n)], [0.0] * n, [0.0] * n)
+
+    def copy(self) -> WindowSums:
+        return WindowSums(
+            self.day, [list(p) for p in self.spend], list(self.purchases), list(self.interactions)
+        )
+
+    def add_bucket(self, k: int, vals: list[float], sign: float) -> None:
+        """Add (``sign=1.0``) or remove (``-1.0``) one bucket from window ``k``."""
+        if vals[SPEND]:
+            exact_add(self.spend[k], sign * vals[SPEND])
+        self.purchases[k] += sign * vals[PURCHASES]
+        self.interactions[k] += sign * vals[INTERACTIONS]
+
+    def roll_to(self, day: int, buckets: dict[int, list[float]]) -> None:
+        """Move the sums forward to ``day`` (no-op if not later): buckets that leave a
+        window are subtracted. ``buckets`` must be the ones the sums were built from."""
+        old = self.day
+        if day <= old:
+            return
+        for k, w in enumerate(WINDOWS_DAYS):
+            lo, hi = old - w, day - w  # days in (lo, hi] leave window k
+            if hi - lo <= len(buckets):
+                for d in range(lo + 1, hi + 1):
+                    vals = buckets.get(d)
+                    if vals is not None:
+                        self.add_bucket(k, vals, -1.0)
+            else:
+                for d, vals in buckets.items():
+                    if lo < d <= hi:
+                        self.add_bucket(k, vals, -1.0)
+        self.day = day
+
+    @classmethod
+    def from_buckets(cls, buckets: dict[int, list[float]], day: int) -> WindowSums:
+        """Sums as of ``day`` computed from scratch. A bucket dated after ``day`` counts
+        as ``day`` itself (only possible when asking about a time before the clock)."""
+        sums = cls.empty(day)
+        for d, vals in buckets.items():
+            age = day - d
+            for k, w in enumerate(WINDOWS_DAYS):
+                if age < w:
+                    sums.add_bucket(k, vals, 1.0)
+        return sums
+
+    def to_list(self) -> list[Any]:
+        return [self.day, self.spend, self.purchases, self.interactions]
+
+    @classmethod
+    def from_list(cls, row: list[Any]) -> WindowSums:
+        return cls(int(row[0]), [list(p) for p in row[1]], list(row[2]), list(row[3]))
 
 
 @dataclass(slots=True)
@@ -38,7 +157,12 @@ class CustomerState:
     ``clock`` is the largest event time seen for the customer; features are evaluated as of
     it when an event arrives, so a customer's results depend only on the customer's own
     ordered events (not on partitioning). Buckets map a UTC day number to
-    ``[spend, purchases, interactions]``.
+    ``[spend, purchases, interactions]``; ``windows`` holds their rolling sums as of
+    ``day_of(clock)`` (derived data, kept so that an event costs O(1), not O(buckets)).
+
+    RFM follows ``lifetimes``: ``purchase_day_bits`` has bit ``k`` set when there was a
+    purchase on UTC day ``day_of(first_purchase_at) + k``, so a late purchase is placed
+    exactly however old it is; ``purchase_days`` is the number of such days.
     """
 
     customer_id: str
@@ -58,19 +182,33 @@ class CustomerState:
     purchase_days: int = 0
     first_day_spend: float = 0.0
     repeat_spend: float = 0.0
+    purchase_day_bits: int = 0
     buckets: dict[int, list[float]] = field(default_factory=dict)
+    windows: WindowSums = field(default_factory=WindowSums.empty)
     recent_ids: list[str] = field(default_factory=list)
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    _recent_set: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def seen(self, event_id: str) -> bool:
         """True when ``event_id`` is among the recently applied events."""
-        return event_id in self.recent_ids
+        recent = self._recent_set
+        if recent is None:
+            recent = self._recent_set = set(self.recent_ids)
+        return event_id in recent
 
     def remember(self, event_id: str) -> None:
+        """Record an applied event id (one not :meth:`seen`); the oldest is forgotten
+        once :data:`RECENT_IDS` are kept."""
         ids = self.recent_ids
+        recent = self._recent_set
+        if recent is None:
+            recent = self._recent_set = set(ids)
         ids.append(event_id)
+        recent.add(event_id)
         if len(ids) > RECENT_IDS:
+            dropped = ids[: len(ids) - RECENT_IDS]
             del ids[: len(ids) - RECENT_IDS]
+            recent.difference_update(dropped)
 
 
 _SCALARS = (
@@ -89,22 +227,32 @@ _SCALARS = (
     "first_day_spend",
     "repeat_spend",
 )
+_FLOATS = frozenset({"lifetime_spend", "first_day_spend", "repeat_spend"})
 
 
 def state_to_dict(state: CustomerState) -> dict[str, Any]:
-    """The changelog form: plain JSON types, buckets as ``[[day, spend, n, i], ...]``."""
-    d: dict[str, Any] = {"v": state.schema_version, "id": state.customer_id}
+    """The changelog form: plain JSON types, buckets as ``[[day, spend, n, i], ...]``,
+    ``purchase_day_bits`` as a hex string, ``windows`` as ``[day, spend partials,
+    purchases, interactions]``. Nothing in it aliases the state."""
+    d: dict[str, Any] = {"v": SCHEMA_VERSION, "id": state.customer_id}
     for name in _SCALARS:
         d[name] = getattr(state, name)
+    d["purchase_day_bits"] = format(state.purchase_day_bits, "x")
     d["buckets"] = [[day, *vals] for day, vals in state.buckets.items()]
-    d["recent_ids"] = state.recent_ids
+    d["windows"] = state.windows.to_list()
+    d["recent_ids"] = list(state.recent_ids)
     if state.attributes:
-        d["attributes"] = state.attributes
+        d["attributes"] = dict(state.attributes)
     return d
 
 
 def state_from_dict(d: dict[str, Any]) -> CustomerState:
-    """Inverse of :func:`state_to_dict`; migrates older schema versions."""
+    """Inverse of :func:`state_to_dict`; migrates older schema versions.
+
+    v1 -> v2: ``purchase_day_bits`` is rebuilt from the first and last purchase days and
+    the buckets that hold purchases (older purchase days are not known; ``purchase_days``
+    stays authoritative), and ``windows`` is computed from the buckets.
+    """
     version = d.get("v", 1)
     if version > SCHEMA_VERSION:
         raise ValueError(
@@ -113,8 +261,44 @@ def state_from_dict(d: dict[str, Any]) -> CustomerState:
     state = CustomerState(customer_id=d["id"])
     for name in _SCALARS:
         if name in d:
-            setattr(state, name, d[name])
-    state.buckets = {int(row[0]): [row[1], row[2], row[3]] for row in d.get("buckets", ())}
+            value = d[name]
+            setattr(state, name, float(value) if name in _FLOATS else value)
+    # Values are used as stored: JSON keeps floats floats (``1.0``), and an integral value
+    # read as int behaves identically in the sums.
+    state.buckets = {row[0]: row[1:] for row in d.get("buckets", ())}
     state.recent_ids = list(d.get("recent_ids", ()))
     state.attributes = dict(d.get("attributes", {}))
+    if "purchase_day_bits" in d:
+        state.purchase_day_bits = int(d["purchase_day_bits"], 16)
+    else:
+        state.purchase_day_bits = _bits_from_v1(state)
+    if "windows" in d:
+        state.windows = WindowSums.from_list(d["windows"])
+    else:
+        state.windows = WindowSums.from_buckets(state.buckets, day_of(state.clock))
     return state
+
+
+def _bits_from_v1(state: CustomerState) -> int:
+    if state.first_purchase_at is None or state.last_purchase_at is None:
+        return 0
+    first = day_of(state.first_purchase_at)
+    bits = 1 | 1 << (day_of(state.last_purchase_at) - first)
+    for day, vals in state.buckets.items():
+        if vals[PURCHASES] and day >= first:
+            bits |= 1 << (day - first)
+    return bits
+
+
+def recompute_windows(state: CustomerState) -> WindowSums:
+    """The window sums rebuilt from the buckets (for tests and checks): always equal in
+    value to ``state.windows``."""
+    return WindowSums.from_buckets(state.buckets, state.windows.day)
+
+
+def window_values(sums: WindowSums) -> list[tuple[float, float, float]]:
+    """``(spend, purchases, interactions)`` per window, spend correctly rounded."""
+    return [
+        (math.fsum(sums.spend[k]), sums.purchases[k], sums.interactions[k])
+        for k in range(len(WINDOWS_DAYS))
+    ]
