@@ -148,9 +148,12 @@ async def create_topics(names: Names, logical: Iterable[str]) -> None:
 
 
 async def produce(
-    names: Names, docs: Sequence[Doc], raw: Sequence[tuple[str, bytes | None, bytes]] = ()
-) -> None:
-    """Send ``docs`` in order (key = customer_id), then the ``raw`` (topic, key, value)."""
+    names: Names,
+    docs: Sequence[Doc],
+    raw: Sequence[tuple[str, bytes | None, bytes | None]] = (),
+) -> list[Any]:
+    """Send ``docs`` in order (key = customer_id), then the ``raw`` (topic, key, value);
+    returns the record metadata (topic, partition, offset) of everything sent, in order."""
     producer = AIOKafkaProducer(
         bootstrap_servers=names.bootstrap, enable_idempotence=False, linger_ms=5
     )
@@ -164,7 +167,7 @@ async def produce(
         ]
         futs += [await producer.send(names.topic(t), v, key=k) for t, k, v in raw]
         await producer.flush()
-        await asyncio.gather(*futs)
+        return list(await asyncio.gather(*futs))
     finally:
         await producer.stop()
 
