@@ -1,8 +1,23 @@
-"""Wire contracts: JSON Schema documents (``*.schema.json`` beside this file) and the
-Python decode/encode, tested against those documents."""
+"""Wire contracts: JSON Schema documents (``*.schema.json`` beside this file, draft
+2020-12) and the Python decode/encode, tested against those documents.
+
+>>> sorted(SCHEMA_FILES)
+['customer-snapshot', 'interaction', 'profile', 'purchase', 'tier-change']
+>>> load_schema("purchase")["required"][:2]
+['event_id', 'customer_id']
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
 
 from schemas.codec import (
     EVENT_TYPES,
+    ISO_TIMESTAMP_PATTERN,
+    REASONS,
     decode_event,
     encode_input,
     encode_snapshot,
@@ -12,13 +27,41 @@ from schemas.codec import (
     tier_change_to_cloudevent,
 )
 
+#: Contract name -> JSON Schema file shipped in this package. Input kinds are named as
+#: :data:`app.domain.events.EventKind`.
+SCHEMA_FILES: dict[str, str] = {
+    "purchase": "purchase.schema.json",
+    "interaction": "interaction.schema.json",
+    "profile": "profile.schema.json",
+    "tier-change": "tier-change.schema.json",
+    "customer-snapshot": "customer-snapshot.schema.json",
+}
+
+
+@cache
+def _load(name: str) -> str:
+    if name not in SCHEMA_FILES:
+        raise KeyError(f"no schema {name!r} (one of {', '.join(SCHEMA_FILES)})")
+    return resources.files("schemas").joinpath(SCHEMA_FILES[name]).read_text("utf-8")
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema document of a contract (a fresh copy), e.g. ``"tier-change"``."""
+    doc: dict[str, Any] = json.loads(_load(name))
+    return doc
+
+
 __all__ = [
     "EVENT_TYPES",
+    "ISO_TIMESTAMP_PATTERN",
+    "REASONS",
+    "SCHEMA_FILES",
     "decode_event",
     "encode_input",
     "encode_snapshot",
     "encode_tier_change",
     "kind_of",
+    "load_schema",
     "parse_timestamp",
     "tier_change_to_cloudevent",
 ]

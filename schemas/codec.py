@@ -8,6 +8,7 @@ code (used as the dead-letter header and metric label) and a readable ``detail``
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,17 +23,56 @@ from app.domain.outputs import TierChange
 MIN_TIMESTAMP_MS = 631_152_000_000
 #: ... and after this (2100-01-01T00:00:00Z); the worker also rejects far-future times.
 MAX_TIMESTAMP_MS = 4_102_444_800_000
+#: Longest accepted ``event_id`` / ``customer_id`` (characters): ids live in state.
+MAX_ID_LENGTH = 256
 
 #: CloudEvents ``type`` of each output kind; versioned, never renamed in place.
 EVENT_TYPES = {"tier_change": "io.tierstream.tier.changed.v1"}
 CLOUDEVENTS_SOURCE = "tierstream"
+
+#: Every ``reason`` code :func:`decode_event` can raise (dead-letter header and metric
+#: label), with what it means. A test checks the codec raises no other code.
+REASONS: dict[str, str] = {
+    "malformed_json": "the bytes are not valid JSON (or not UTF-8)",
+    "not_an_object": "the JSON document is not an object",
+    "missing_field": "a required field is absent or null",
+    "wrong_type": "a field has the wrong JSON type (e.g. amount is a string)",
+    "invalid_value": (
+        "a field has the right type but a forbidden value: an empty or over-long id, a "
+        "non-finite number, a refund with a positive amount"
+    ),
+    "invalid_timestamp": (
+        "occurred_at is a string but not one of the accepted ISO-8601 forms, or not a "
+        "real calendar date/time"
+    ),
+    "timestamp_out_of_range": (
+        "occurred_at is before 1990-01-01 or from 2100-01-01 on (epoch seconds sent as ms?)"
+    ),
+    "timestamp_in_future": "occurred_at is later than the caller's max_ts (wall clock + skew)",
+}
+
+#: Accepted ISO-8601 forms of ``occurred_at`` (also the ``pattern`` in the JSON Schemas):
+#: a date (midnight UTC), or date and time with ``T`` or a space, optional seconds and
+#: fraction (up to 9 digits, truncated to ms), optional ``Z`` or ``+hh:mm``/``-hh:mm``
+#: offset (none means UTC). Years 1990..2099.
+ISO_TIMESTAMP_PATTERN = (
+    "^(199[0-9]|20[0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    "([T ]([01][0-9]|2[0-3]):([0-5][0-9])(:([0-5][0-9])(\\.([0-9]{1,9}))?)?"
+    "(Z|([+-])([01][0-9]|2[0-3]):([0-5][0-9]))?)?$"
+)
+_ISO = re.compile(ISO_TIMESTAMP_PATTERN)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _PURCHASE_TYPES = frozenset({"purchase", "refund", "order"})
 
 
 def kind_of(doc: Mapping[str, Any]) -> EventKind:
     """The input kind of an event read from a file: an explicit ``kind`` field, else by
-    ``type`` (purchase/refund/order -> purchase, profile -> profile, else interaction)."""
+    ``type`` (purchase/refund/order -> purchase, profile -> profile, else interaction).
+
+    >>> kind_of({"type": "refund"}), kind_of({"type": "visit"}), kind_of({"kind": "profile"})
+    ('purchase', 'interaction', 'profile')
+    """
     kind = doc.get("kind")
     if kind in ("purchase", "interaction", "profile"):
         return kind  # type: ignore[no-any-return]
@@ -45,23 +85,22 @@ def kind_of(doc: Mapping[str, Any]) -> EventKind:
 
 
 def parse_timestamp(value: Any, field: str = "occurred_at") -> int:
-    """ISO-8601 (date-only allowed; no zone means UTC) or epoch milliseconds -> epoch ms."""
+    """ISO-8601 (see :data:`ISO_TIMESTAMP_PATTERN`; no zone means UTC) or epoch
+    milliseconds (any finite number; a fraction is floored) -> epoch ms, exactly.
+
+    >>> parse_timestamp("2024-01-01T00:00:00.123Z"), parse_timestamp(1704067200123)
+    (1704067200123, 1704067200123)
+    >>> parse_timestamp("2024-01-01T01:00:00+01:00")
+    1704067200000
+    """
     if isinstance(value, bool):
         raise InvalidEvent("wrong_type", f"{field} must be ISO-8601 or epoch ms, got a boolean")
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidEvent("invalid_timestamp", f"{field} is not finite")
-        ms = int(value)
+        ms = math.floor(value)
     elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise InvalidEvent(
-                "invalid_timestamp", f"{field} {value[:40]!r} is not ISO-8601"
-            ) from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ms = int(dt.timestamp() * 1000)
+        ms = _parse_iso(value, field)
     else:
         raise InvalidEvent(
             "wrong_type" if value is not None else "missing_field",
@@ -75,14 +114,44 @@ def parse_timestamp(value: Any, field: str = "occurred_at") -> int:
     return ms
 
 
-def _require_str(doc: Mapping[str, Any], name: str) -> str:
+def _parse_iso(value: str, field: str) -> int:
+    m = _ISO.fullmatch(value)
+    if m is None:
+        raise InvalidEvent(
+            "invalid_timestamp",
+            f"{field} {value[:40]!r} is not ISO-8601 (YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|+hh:mm])",
+        )
+    g = m.groups()
+    try:
+        dt = datetime(
+            int(g[0]),
+            int(g[1]),
+            int(g[2]),
+            int(g[4] or 0),
+            int(g[5] or 0),
+            int(g[7] or 0),
+            tzinfo=UTC,
+        )
+    except ValueError as exc:
+        raise InvalidEvent("invalid_timestamp", f"{field} {value!r}: {exc}") from None
+    delta = dt - _EPOCH
+    ms = (delta.days * 86_400 + delta.seconds) * 1000 + int((g[9] or "0").ljust(3, "0")[:3])
+    if g[11]:  # an offset: local time minus offset is UTC
+        offset_ms = (int(g[12]) * 60 + int(g[13])) * 60_000
+        ms += -offset_ms if g[11] == "+" else offset_ms
+    return ms
+
+
+def _require_str(doc: Mapping[str, Any], name: str, max_length: int | None = None) -> str:
     value = doc.get(name)
     if value is None:
         raise InvalidEvent("missing_field", f"required field {name!r} is missing")
     if not isinstance(value, str):
         raise InvalidEvent("wrong_type", f"{name} must be a string, got {type(value).__name__}")
     if not value:
-        raise InvalidEvent("wrong_type", f"{name} must not be empty")
+        raise InvalidEvent("invalid_value", f"{name} must not be empty")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidEvent("invalid_value", f"{name} is longer than {max_length} characters")
     return value
 
 
@@ -95,7 +164,7 @@ def _number(doc: Mapping[str, Any], name: str, required: bool) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent("wrong_type", f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value):
-        raise InvalidEvent("wrong_type", f"{name} must be a finite number")
+        raise InvalidEvent("invalid_value", f"{name} must be a finite number")
     return float(value)
 
 
@@ -110,7 +179,21 @@ def decode_event(
     raw: bytes | str | Mapping[str, Any], kind: EventKind | None = None, max_ts: int | None = None
 ) -> Event:
     """Decode one input event. ``kind`` comes from the topic (``None``: infer, see
-    :func:`kind_of`); ``max_ts`` rejects events dated after it (wall clock + skew)."""
+    :func:`kind_of`); ``max_ts`` rejects events dated after it (wall clock + skew).
+
+    Accepts exactly what ``schemas/<kind>.schema.json`` accepts (a test holds both to the
+    same table of documents); unknown extra fields are ignored. Raises
+    :class:`InvalidEvent` with a ``reason`` from :data:`REASONS`.
+
+    >>> e = decode_event(b'{"event_id": "e1", "customer_id": "c1", "type": "purchase",'
+    ...                  b' "occurred_at": "2024-05-01T10:00:00Z", "amount": 19.5, "x": 1}')
+    >>> e.kind, e.amount, e.occurred_at
+    ('purchase', 19.5, 1714557600000)
+    >>> decode_event({"event_id": "e1", "customer_id": "c1", "type": "visit"})
+    Traceback (most recent call last):
+    ...
+    app.domain.errors.InvalidEvent: missing_field: required field 'occurred_at' is missing
+    """
     if isinstance(raw, bytes | str):
         try:
             doc = orjson.loads(raw)
@@ -123,10 +206,10 @@ def decode_event(
             "not_an_object", f"an event must be a JSON object, got {type(doc).__name__}"
         )
     kind = kind or kind_of(doc)
-    event_id = _require_str(doc, "event_id")
-    customer_id = _require_str(doc, "customer_id")
+    event_id = _require_str(doc, "event_id", MAX_ID_LENGTH)
+    customer_id = _require_str(doc, "customer_id", MAX_ID_LENGTH)
     typ = _require_str(doc, "type")
-    if "occurred_at" not in doc:
+    if doc.get("occurred_at") is None:
         raise InvalidEvent("missing_field", "required field 'occurred_at' is missing")
     ts = parse_timestamp(doc["occurred_at"])
     if max_ts is not None and ts > max_ts:
@@ -134,14 +217,18 @@ def decode_event(
             "timestamp_in_future", f"occurred_at={doc['occurred_at']!r} is too far in the future"
         )
     if kind == "purchase":
-        amount = _number(doc, "amount", required=True)
+        amount = _number(doc, "amount", required=True) or 0.0
+        if typ == "refund" and amount > 0:
+            raise InvalidEvent(
+                "invalid_value", "a refund's amount must be <= 0 (refunds are negative purchases)"
+            )
         return Event(
             event_id,
             customer_id,
             "purchase",
             typ,
             ts,
-            amount or 0.0,
+            amount,
             quantity=_number(doc, "quantity", required=False),
             margin=_number(doc, "margin", required=False),
             currency=_opt_str(doc, "currency"),
@@ -164,6 +251,8 @@ def _attributes(value: Any) -> dict[str, AttributeValue]:
     for k, v in value.items():
         if v is not None and not isinstance(v, str | int | float | bool):
             raise InvalidEvent("wrong_type", f"attributes.{k} must be a scalar")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidEvent("invalid_value", f"attributes.{k} must be a finite number")
     return dict(value)
 
 
