@@ -44,6 +44,7 @@ from rich.text import Text
 
 from app.broker import LocalBroker, free_port
 from app.domain.errors import TierstreamError
+from app.policy_files import load_policy
 from app.produce import (
     Record,
     client_kwargs,
@@ -80,6 +81,8 @@ class DemoConfig:
     worker_timeout: float = 90.0
     drain_seconds: float = 10.0
     keep_logs: bool = False
+    #: The worker's command line (default: this Python running ``app.cli worker``).
+    worker_command: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -201,7 +204,9 @@ class _Processes:
         self.broker.start()
         return self.broker
 
-    def start_worker(self, settings: Settings) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, settings: Settings, command: tuple[str, ...] | None = None
+    ) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "TIERSTREAM_BROKER": settings.broker,
@@ -221,7 +226,7 @@ class _Processes:
         log = self.worker_log.open("ab")
         try:
             self.worker = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker"],
+                list(command or (sys.executable, "-m", "app.cli", "worker")),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -282,6 +287,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="tierstream-demo-"))
     procs = _Processes(workdir)
     ok = False
+    if cfg.policy_file is not None:
+        load_policy(cfg.policy_file)  # a bad policy is reported before anything starts
     try:
         with _sigterm_as_interrupt():
             sim = simulate(
@@ -384,7 +391,7 @@ async def _demo(
     await producer.start()
     consume_task = asyncio.create_task(_consume(consumer, state, printer))
     try:
-        worker = procs.start_worker(settings)
+        worker = procs.start_worker(settings, cfg.worker_command)
         console.print(f"worker pid {worker.pid} started (app id {settings.app_id})")
         await _wait_for_worker(cfg, settings, procs, producer, state, stop)
         if stop.is_set():

@@ -1,0 +1,96 @@
+"""``tierstream demo``: a short real run (own broker, real worker subprocess) that must show
+tier changes, exit 0 and leave no process behind; and a clear failure when the worker
+cannot start."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from app.demo import DemoConfig, run_demo
+
+pytestmark = pytest.mark.integration
+
+
+def _alive(pid: int) -> bool:
+    """True when ``pid`` runs (a zombie does not count: it has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes whose process group is ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _pids(output: str) -> tuple[int, int]:
+    broker = re.search(r"broker pid (\d+)", output)
+    worker = re.search(r"worker pid (\d+)", output)
+    assert broker and worker, output
+    return int(broker.group(1)), int(worker.group(1))
+
+
+def test_demo_shows_tier_changes_and_cleans_up() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "demo", "--duration", "20", "--customers", "200"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    # stdout is a pipe here, so the demo prints plain lines instead of the live view.
+    changes = [line for line in proc.stdout.splitlines() if line.startswith("tier change ")]
+    assert len(changes) >= 5, output
+    assert any(" up: " in line for line in changes), output
+    summary = re.search(r"summary: events sent (\d+), tier changes (\d+)", proc.stdout)
+    assert summary and int(summary.group(1)) > 1000 and int(summary.group(2)) > 100, output
+    assert "customers per tier" in proc.stdout
+    assert "stopped worker (exit code 0) and broker" in proc.stdout
+    broker_pid, worker_pid = _pids(proc.stdout)
+    assert not _alive(broker_pid)
+    assert not _alive(worker_pid)
+    assert _group_members(worker_pid) == []
+    assert _group_members(broker_pid) == []
+
+
+def test_demo_fails_clearly_when_the_worker_cannot_start() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, width=200)
+    code = run_demo(
+        DemoConfig(
+            duration=5,
+            customers=20,
+            days=30,
+            worker_command=(sys.executable, "-c", "print('boom: no worker here'); exit(3)"),
+        ),
+        console,
+    )
+    output = buf.getvalue()
+    assert code == 1, output
+    assert "demo failed: the worker exited with code 3 while starting" in output
+    assert "boom: no worker here" in output
+    broker_pid, worker_pid = _pids(output)
+    assert not _alive(broker_pid)
+    assert not _alive(worker_pid)
