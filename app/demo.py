@@ -397,7 +397,8 @@ async def _demo(
         if stop.is_set():
             return
         console.print("worker is up: feeding the simulated stream")
-        rate = cfg.rate or max(len(records) / max(cfg.duration, 1.0), 1.0)
+        # Aim to finish a little early so the whole stream fits in the duration.
+        rate = cfg.rate or max(len(records) / max(0.95 * cfg.duration, 1.0), 1.0)
         state.started = time.monotonic()
         if plain:
             console.print(f"sending {len(records):,} events at {rate:,.0f}/s")
