@@ -14,6 +14,7 @@ from typing import IO, Any
 
 import orjson
 
+from app.domain.engine import tick
 from app.domain.errors import InvalidEvent
 from app.domain.events import Event
 from app.domain.outputs import snapshot
@@ -76,6 +77,18 @@ def classify_events(events: Iterable[Event], policy: Policy) -> ReplayResult:
 def classify_lines(lines: Iterable[SourceLine], policy: Policy) -> ClassifyResult:
     events, rejected = decode_lines(lines)
     return ClassifyResult(classify_events(events, policy), rejected)
+
+
+def advance_to(result: ReplayResult, as_of: int, policy: Policy) -> int:
+    """Re-evaluate every customer as of ``as_of`` (time passing without events, as the
+    worker's timer does), so reported tiers agree with the aggregates of that date.
+    Returns how many tiers changed; those changes are not added to the outputs, which stay
+    the event-driven stream. Customers whose own clock is later are left as they are."""
+    changed = 0
+    for state in result.states.values():
+        if as_of > state.clock:
+            changed += len(tick(state, as_of, policy).outputs)
+    return changed
 
 
 def tier_change_lines(result: ReplayResult) -> Iterator[bytes]:

@@ -174,8 +174,10 @@ def classify(
     ),
     as_of: str | None = typer.Option(
         None,
-        help="Report every customer as of this date/time (ISO-8601) in --customers-out "
-        "(default: each customer's own clock, as the streaming customers topic does).",
+        help="Report every customer as of this date/time (ISO-8601) in --customers-out and "
+        "the summary: tiers are re-evaluated as time passed without events, as the worker's "
+        "timer does; those moves are counted, not written to --out (default: each "
+        "customer's own clock, as the streaming customers topic does).",
     ),
     policy: Path | None = typer.Option(
         None, help="Policy YAML (env TIERSTREAM_POLICY_FILE; default: the packaged one)."
@@ -188,7 +190,7 @@ def classify(
 ) -> None:
     from rich.console import Console
 
-    from app.classify import classify_lines, write_outputs
+    from app.classify import advance_to, classify_lines, write_outputs
     from app.policy_files import load_policy
     from app.settings import load_settings
     from schemas.codec import parse_timestamp
@@ -202,6 +204,9 @@ def classify(
         except InvalidEvent as exc:
             raise ConfigError(exc.detail) from None
     result = classify_lines(_read(events_file, fmt, map_, delimiter, header), pol)
+    moved_by_as_of = 0
+    if as_of_ms is not None:
+        moved_by_as_of = advance_to(result.replay, as_of_ms, pol)
     with contextlib.ExitStack() as stack:
         write_outputs(
             result,
@@ -217,7 +222,7 @@ def classify(
         from rich.table import Table
 
         rr = result.replay
-        table = Table(title=f"classify {events_file.name} (policy {pol.name} v{pol.version})")
+        table = Table(title="classify summary", caption=f"policy {pol.name} v{pol.version}")
         table.add_column("what")
         table.add_column("count", justify="right")
         table.add_row("events", f"{rr.events:,}")
@@ -225,6 +230,8 @@ def classify(
         table.add_row("duplicates dropped", f"{rr.duplicates:,}")
         table.add_row("invalid lines", f"{len(result.rejected):,}")
         table.add_row("tier changes", f"{result.tier_changes:,}")
+        if as_of is not None:
+            table.add_row(f"tiers moved by --as-of {as_of}", f"{moved_by_as_of:,}")
         counts = result.customers_per_tier()
         total = max(sum(counts.values()), 1)
         for t in sorted(counts, key=pol.rank):

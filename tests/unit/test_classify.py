@@ -182,6 +182,13 @@ def test_cdnow_sample_rfm_matches_lifetimes(tmp_path: Path) -> None:
         assert rfm["monetary_value"] == pytest.approx(row["monetary_value"], abs=1e-6), cid
         checked += 1
     assert checked == 2357
+    # --as-of re-evaluates tiers at that date: they agree with the reported aggregates.
+    assert "tiers moved by --as-of" in output
+    for c in ours.values():
+        rolling = c["rolling"]
+        assert isinstance(rolling, dict)
+        if rolling["spend_90d"] < 100 and rolling["spend_365d"] < 1000:
+            assert c["tier"] == "D", c
     # A few by hand, from the file: customer 00004 bought on 4 days in 1997.
     assert ours["00004"]["rfm"] == {
         "frequency": 3,
