@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
@@ -322,7 +323,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> int:
             ok = True
             return 0
     except DemoError as exc:
-        console.print(f"[bold red]demo failed:[/] {exc}")
+        console.print(Text.assemble(("demo failed: ", "bold red"), str(exc)))
+        return 1
+    except (TierstreamError, KafkaError, OSError) as exc:
+        console.print(Text.assemble(("demo failed: ", "bold red"), f"{type(exc).__name__}: {exc}"))
         return 1
     except KeyboardInterrupt:
         console.print("interrupted: shutting down")
@@ -338,7 +342,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> int:
         if ok and not cfg.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
-            console.print(f"logs kept in {workdir}")
+            console.print(f"logs kept in {workdir}", highlight=False)
 
 
 async def _run(
