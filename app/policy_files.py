@@ -1,9 +1,14 @@
-"""Loading policy files (YAML) into validated :class:`app.domain.policy.Policy` objects."""
+"""Loading policy files (YAML) into validated :class:`app.domain.policy.Policy` objects.
+
+Every error is a :class:`PolicyError` naming the source (the file), the place (a YAML
+line and column, or a path such as ``tiers[2].when.spend_90d``) and what is wrong.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -11,6 +16,55 @@ from app.domain.errors import PolicyError
 from app.domain.policy import Policy, policy_from_dict
 
 DEFAULT_POLICY = "default_policy.yaml"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML would silently keep the last one,
+    quietly dropping a condition)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            mark = key_node.start_mark
+            raise PolicyError(
+                "",
+                [(f"line {mark.line + 1}, column {mark.column + 1}", f"duplicate key {key!r}")],
+            )
+        seen.add(key)
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node))  # type: ignore[no-untyped-call]
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Parse and validate a policy from YAML text.
+
+    >>> parse_policy("name: p\\nversion: 1\\ntiers: [{name: all}]").name
+    'p'
+    """
+    try:
+        doc = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except PolicyError as exc:
+        raise PolicyError(source, exc.problems) from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [_yaml_problem(exc)]) from None
+    return policy_from_dict(doc, source)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, str]:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "$"
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    return where, f"not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def load_policy(path: Path | str | None = None) -> Policy:
@@ -22,11 +76,9 @@ def load_policy(path: Path | str | None = None) -> Policy:
         p = Path(path)
         try:
             text = p.read_text("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError(str(p), [("$", f"not UTF-8 text: {exc.reason}")]) from None
         except OSError as exc:
             raise PolicyError(str(p), [("$", f"cannot read file: {exc.strerror or exc}")]) from exc
         source = str(p)
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError(source, [("$", f"not valid YAML: {exc}")]) from exc
-    return policy_from_dict(doc, source)
+    return parse_policy(text, source)

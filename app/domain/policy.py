@@ -72,9 +72,18 @@ class Condition:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.2f}".rstrip("0").rstrip(".") if v == v and abs(v) != float("inf") else str(v)
-    if isinstance(v, tuple | list | frozenset):
+    if isinstance(v, frozenset):  # sorted: set order changes with the hash seed
+        return "[" + ", ".join(_fmt(x) for x in sorted(v, key=_sort_key)) + "]"
+    if isinstance(v, tuple | list):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return str(v)
+
+
+def _sort_key(x: Any) -> tuple[int, float, str]:
+    """Numbers first, in numeric order, then everything else by its text."""
+    if isinstance(x, int | float) and not isinstance(x, bool):
+        return (0, x, "")
+    return (1, 0.0, str(x))
 
 
 @dataclass(frozen=True, slots=True)
