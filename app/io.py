@@ -344,6 +344,8 @@ def parse_cell(field: str, text: str) -> Any:
             return f"{m.group(1)}-{m.group(2)}-{m.group(3)}"
         if _INT.match(text):
             return int(text)
+        if _FLOAT.match(text):
+            return float(text)
         return text
     if _INT.match(text):
         return int(text)
