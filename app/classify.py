@@ -54,8 +54,11 @@ class ClassifyResult:
         return Counter(s.tier or "-" for s in self.replay.states.values())
 
 
-def decode_lines(lines: Iterable[SourceLine]) -> tuple[list[Event], list[Rejected]]:
-    """Decode every line; the ones that fail come back as :class:`Rejected`."""
+def decode_lines(
+    lines: Iterable[SourceLine], max_ts: int | None = None
+) -> tuple[list[Event], list[Rejected]]:
+    """Decode every line; the ones that fail come back as :class:`Rejected`. ``max_ts``
+    rejects events dated after it, as the worker does (wall clock + allowed skew)."""
     events: list[Event] = []
     rejected: list[Rejected] = []
     for sl in lines:
@@ -63,7 +66,7 @@ def decode_lines(lines: Iterable[SourceLine]) -> tuple[list[Event], list[Rejecte
             rejected.append(Rejected(sl.line, sl.reason or "invalid", sl.detail or "", sl.raw))
             continue
         try:
-            events.append(decode_event(sl.doc))
+            events.append(decode_event(sl.doc, max_ts=max_ts))
         except InvalidEvent as exc:
             rejected.append(Rejected(sl.line, exc.reason, exc.detail, sl.raw))
     return events, rejected
@@ -74,8 +77,10 @@ def classify_events(events: Iterable[Event], policy: Policy) -> ReplayResult:
     return replay(sorted(events, key=sort_key), policy)
 
 
-def classify_lines(lines: Iterable[SourceLine], policy: Policy) -> ClassifyResult:
-    events, rejected = decode_lines(lines)
+def classify_lines(
+    lines: Iterable[SourceLine], policy: Policy, max_ts: int | None = None
+) -> ClassifyResult:
+    events, rejected = decode_lines(lines, max_ts)
     return ClassifyResult(classify_events(events, policy), rejected)
 
 

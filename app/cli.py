@@ -153,10 +153,11 @@ def _open_out(path: Path | None, stack: contextlib.ExitStack) -> IO[bytes]:
     would produce for the same ordered input. Tier changes go to --out as CloudEvents JSON
     Lines; --customers-out gets one JSON object per customer (tier, rolling aggregates,
     RFM summary). Invalid lines are counted and reported (stderr; all of them with
-    --errors-out), not fatal. A summary goes to stderr. Exit code 0 unless the file or
-    the policy cannot be read (2).
+    --errors-out), not fatal; as in the worker, that includes events dated more than
+    TIERSTREAM_MAX_FUTURE_SKEW_S (default one day) past now. A summary goes to stderr.
+    Exit code 0 unless the file or the policy cannot be read (2).
 
-    Env: TIERSTREAM_POLICY_FILE (policy default).
+    Env: TIERSTREAM_POLICY_FILE (policy default), TIERSTREAM_MAX_FUTURE_SKEW_S.
 """
 )
 def classify(
@@ -203,7 +204,9 @@ def classify(
             as_of_ms = parse_timestamp(as_of, "--as-of")
         except InvalidEvent as exc:
             raise ConfigError(exc.detail) from None
-    result = classify_lines(_read(events_file, fmt, map_, delimiter, header), pol)
+    # Like the worker: events dated further than the allowed skew past now are invalid.
+    max_ts = int((time.time() + settings.max_future_skew_s) * 1000)
+    result = classify_lines(_read(events_file, fmt, map_, delimiter, header), pol, max_ts)
     moved_by_as_of = 0
     if as_of_ms is not None:
         moved_by_as_of = advance_to(result.replay, as_of_ms, pol)

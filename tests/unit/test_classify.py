@@ -210,3 +210,18 @@ def test_cdnow_own_clock_default(tmp_path: Path) -> None:
     assert first["as_of"] == first["last_purchase_at"]
     rfm = first["rfm"]
     assert isinstance(rfm, dict) and rfm["T"] == rfm["recency"] == 345
+
+
+def test_classify_rejects_far_future_events_like_the_worker(tmp_path: Path) -> None:
+    path = tmp_path / "future.jsonl"
+    path.write_text(
+        '{"event_id":"a","customer_id":"c1","type":"purchase","occurred_at":"2024-01-01",'
+        '"amount":5}\n'
+        '{"event_id":"b","customer_id":"c1","type":"purchase","occurred_at":"2099-01-01",'
+        '"amount":5}\n'
+    )
+    errors = tmp_path / "errors.jsonl"
+    code, output = run(["classify", str(path), "-o", "-", "--errors-out", str(errors)])
+    assert "1 invalid line(s)" in output
+    assert code == 0
+    assert [(r["line"], r["reason"]) for r in jsonl(errors)] == [(2, "timestamp_in_future")]
