@@ -436,7 +436,12 @@ def simulate(
 """
 )
 def demo(
-    duration: float = typer.Option(60.0, min=1.0, help="Seconds of feeding the stream."),
+    duration: float = typer.Option(
+        60.0,
+        min=1.0,
+        help="Seconds of feeding the stream (starting the worker and shutting down add "
+        "some 10-15 s).",
+    ),
     customers: int = typer.Option(500, min=1, help="Simulated customers."),
     days: int = typer.Option(365, min=1, help="Days of event time to simulate."),
     seed: int = typer.Option(1, help="Simulation seed."),

@@ -146,6 +146,7 @@ def render(state: DemoState, cfg: DemoConfig, bootstrap: str) -> RenderableType:
     head = Table.grid(padding=(0, 2))
     head.add_row(
         Text(f"events sent {state.sent:,}/{state.total_events:,}", style="bold"),
+        Text(f"{state.sent / max(elapsed, 1e-3):,.0f}/s"),
         Text(f"tier changes {state.tier_changes:,}", style="bold"),
         Text(
             f"up {state.directions['up']:,}  down {state.directions['down']:,}  "
