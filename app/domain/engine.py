@@ -97,12 +97,9 @@ def apply_event(state: CustomerState, event: Event) -> None:
         state.clock = ts
         today = ts // 86_400_000
         if today > state.windows.day:
-            state.windows.roll_to(today, state.buckets)
-            cutoff = today - RETENTION_DAYS
             buckets = state.buckets
-            if buckets and min(buckets) <= cutoff:
-                for old in [d for d in buckets if d <= cutoff]:
-                    del buckets[old]
+            for gone in state.windows.roll_to(today, buckets):
+                del buckets[gone]  # left the longest window: the retention ends here
     kind = event.kind
     if kind == "profile":
         state.attributes.update(event.attributes)

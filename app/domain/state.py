@@ -111,24 +111,36 @@ class WindowSums:
         self.purchases[k] += sign * vals[PURCHASES]
         self.interactions[k] += sign * vals[INTERACTIONS]
 
-    def roll_to(self, day: int, buckets: dict[int, list[float]]) -> None:
+    def roll_to(self, day: int, buckets: dict[int, list[float]]) -> list[int]:
         """Move the sums forward to ``day`` (no-op if not later): buckets that leave a
-        window are subtracted. ``buckets`` must be the ones the sums were built from."""
+        window are subtracted. ``buckets`` must be the ones the sums were built from.
+        Returns the days that left the longest window (the caller may drop them)."""
         old = self.day
         if day <= old:
-            return
-        for k, w in enumerate(WINDOWS_DAYS):
-            lo, hi = old - w, day - w  # days in (lo, hi] leave window k
-            if hi - lo <= len(buckets):
-                for d in range(lo + 1, hi + 1):
+            return []
+        self.day = day
+        gone: list[int] = []
+        if (day - old) * len(WINDOWS_DAYS) <= len(buckets):  # look the leaving days up
+            for k, w in enumerate(WINDOWS_DAYS):
+                for d in range(old - w + 1, day - w + 1):
                     vals = buckets.get(d)
                     if vals is not None:
                         self.add_bucket(k, vals, -1.0)
-            else:
-                for d, vals in buckets.items():
-                    if lo < d <= hi:
+                        if w == RETENTION_DAYS:
+                            gone.append(d)
+        else:  # fewer buckets than leaving days: scan the buckets
+            shortest = WINDOWS_DAYS[0]
+            for d, vals in buckets.items():
+                age_new = day - d
+                if age_new < shortest:
+                    continue
+                age_old = old - d
+                for k, w in enumerate(WINDOWS_DAYS):
+                    if age_old < w <= age_new:
                         self.add_bucket(k, vals, -1.0)
-        self.day = day
+                if age_old < RETENTION_DAYS <= age_new:
+                    gone.append(d)
+        return gone
 
     @classmethod
     def from_buckets(cls, buckets: dict[int, list[float]], day: int) -> WindowSums:
