@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -287,6 +288,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> int:
     console = console or Console()
     plain = cfg.plain if cfg.plain is not None else not console.is_terminal
     workdir = Path(tempfile.mkdtemp(prefix="tierstream-demo-"))
+    # Client library warnings go to a file, not across the live view.
+    log_handler = logging.FileHandler(workdir / "demo.log")
+    log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(log_handler)
     procs = _Processes(workdir)
     ok = False
     if cfg.policy_file is not None:
@@ -340,6 +345,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> int:
                 if code is not None
                 else "stopped broker"
             )
+        logging.getLogger().removeHandler(log_handler)
+        log_handler.close()
         if ok and not cfg.keep_logs:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
