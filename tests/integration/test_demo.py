@@ -94,3 +94,37 @@ def test_demo_fails_clearly_when_the_worker_cannot_start() -> None:
     broker_pid, worker_pid = _pids(output)
     assert not _alive(broker_pid)
     assert not _alive(worker_pid)
+
+
+def test_live_view_renders_changes_and_counts() -> None:
+    """The terminal view (no broker needed): latest changes with from -> to, direction and
+    reason, counters and customers per tier; the probe customer is not counted."""
+    from app.demo import PROBE_CUSTOMER, DemoState, render
+
+    def ce(cid: str, frm: str | None, to: str, direction: str, reasons: list[str]) -> dict:
+        return {
+            "time": "2024-05-01T10:00:00.000Z",
+            "data": {
+                "customer_id": cid,
+                "from_tier": frm,
+                "to_tier": to,
+                "direction": direction,
+                "reasons": reasons,
+            },
+        }
+
+    state = DemoState(total_events=100, sent=40)
+    state.apply(ce(PROBE_CUSTOMER, None, "D", "new", ["no better tier's conditions hold"]))
+    assert state.probe_seen.is_set() and state.tier_changes == 0
+    state.apply(ce("c1", None, "D", "new", ["no better tier's conditions hold", "not C: x"]))
+    state.apply(ce("c1", "D", "C", "up", ["spend_90d 120 >= 100"]))
+    state.apply(ce("c2", "B", "A", "up", ["spend_365d 3100 >= 3000"]))
+    assert state.tier_changes == 3 and dict(state.per_tier()) == {"C": 1, "A": 1}
+    buf = io.StringIO()
+    Console(file=buf, width=140, color_system=None).print(
+        render(state, DemoConfig(customers=2, days=30), "127.0.0.1:1")
+    )
+    text = buf.getvalue()
+    for needle in ("events sent 40/100", "tier changes 3", "B → A", "▲ up", "spend_365d 3100"):
+        assert needle in text, text
+    assert "not C: x" in text  # the catch-all tier shows what just failed
