@@ -83,8 +83,7 @@ def test_classify_output_equals_replay_of_the_same_events(
     expected = replay(sorted(events, key=sort_key), policy)
     assert out.read_bytes() == b"".join(encode_tier_change(o) + b"\n" for o in expected.outputs)
     assert customers.read_bytes() == b"".join(
-        encode_snapshot(snapshot(s)) + b"\n"
-        for _, s in sorted(expected.states.items())
+        encode_snapshot(snapshot(s)) + b"\n" for _, s in sorted(expected.states.items())
     )
     assert expected.duplicates > 0 and len(expected.outputs) > 150
 
