@@ -25,6 +25,8 @@ MIN_TIMESTAMP_MS = 631_152_000_000
 MAX_TIMESTAMP_MS = 4_102_444_800_000
 #: Longest accepted ``event_id`` / ``customer_id`` (characters): ids live in state.
 MAX_ID_LENGTH = 256
+#: Largest accepted ``abs(amount)``: sums of amounts must stay finite in state.
+MAX_AMOUNT = 1e15
 
 #: CloudEvents ``type`` of each output kind; versioned, never renamed in place.
 EVENT_TYPES = {"tier_change": "io.tierstream.tier.changed.v1"}
@@ -39,7 +41,7 @@ REASONS: dict[str, str] = {
     "wrong_type": "a field has the wrong JSON type (e.g. amount is a string)",
     "invalid_value": (
         "a field has the right type but a forbidden value: an empty or over-long id, a "
-        "non-finite number, a refund with a positive amount"
+        "non-finite number, an amount beyond +-1e15, a refund with a positive amount"
     ),
     "invalid_timestamp": (
         "occurred_at is a string but not one of the accepted ISO-8601 forms, or not a "
@@ -51,16 +53,19 @@ REASONS: dict[str, str] = {
     "timestamp_in_future": "occurred_at is later than the caller's max_ts (wall clock + skew)",
 }
 
-#: Accepted ISO-8601 forms of ``occurred_at`` (also the ``pattern`` in the JSON Schemas):
-#: a date (midnight UTC), or date and time with ``T`` or a space, optional seconds and
-#: fraction (up to 9 digits, truncated to ms), optional ``Z`` or ``+hh:mm``/``-hh:mm``
-#: offset (none means UTC). Years 1990..2099.
-ISO_TIMESTAMP_PATTERN = (
-    "^(199[0-9]|20[0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    "([T ]([01][0-9]|2[0-3]):([0-5][0-9])(:([0-5][0-9])(\\.([0-9]{1,9}))?)?"
+#: Accepted ISO-8601 forms of ``occurred_at``: a date (midnight UTC), or date and time
+#: with ``T`` or a space, optional seconds and fraction (up to 9 digits, truncated to ms),
+#: optional ``Z`` or ``+hh:mm``/``-hh:mm`` offset (none means UTC). The decoder parses any
+#: 4-digit year and reports years outside the range as ``timestamp_out_of_range``.
+_ISO_FORM = (
+    "^{year}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    "([T ]([01][0-9]|2[0-3]):([0-5][0-9])(:([0-5][0-9])(\\.([0-9]{{1,9}}))?)?"
     "(Z|([+-])([01][0-9]|2[0-3]):([0-5][0-9]))?)?$"
 )
-_ISO = re.compile(ISO_TIMESTAMP_PATTERN)
+#: The ``pattern`` of ``occurred_at`` strings in the JSON Schemas: the same forms, years
+#: 1990..2099 only (a schema cannot compare dates, so the range is in the pattern).
+ISO_TIMESTAMP_PATTERN = _ISO_FORM.format(year="(199[0-9]|20[0-9]{2})")
+_ISO = re.compile(_ISO_FORM.format(year="([0-9]{4})"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _PURCHASE_TYPES = frozenset({"purchase", "refund", "order"})
@@ -218,6 +223,8 @@ def decode_event(
         )
     if kind == "purchase":
         amount = _number(doc, "amount", required=True) or 0.0
+        if abs(amount) > MAX_AMOUNT:
+            raise InvalidEvent("invalid_value", f"amount {amount!r} is beyond +-{MAX_AMOUNT:g}")
         if typ == "refund" and amount > 0:
             raise InvalidEvent(
                 "invalid_value", "a refund's amount must be <= 0 (refunds are negative purchases)"

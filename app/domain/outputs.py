@@ -50,9 +50,16 @@ Output = TierChange
 
 def snapshot(state: CustomerState, as_of: int | None = None) -> dict[str, Any]:
     """The customer's current tier, rolling aggregates and RFM summary as of ``as_of``
-    (default: the customer's own clock). This is the ``tierstream.customers`` value and a
-    line of ``classify --customers-out``."""
-    at = state.clock if as_of is None else as_of
+    (default: the time the tier was last evaluated at: the customer's own clock, or the
+    later time of a :func:`~app.domain.engine.tick` that changed the tier, so the numbers
+    match the tier). This is the ``tierstream.customers`` value and a line of
+    ``classify --customers-out``."""
+    if as_of is None:
+        at = state.clock
+        if state.tier_since is not None and state.tier_since > at:
+            at = state.tier_since
+    else:
+        at = as_of
     rfm = rfm_summary(state, at)
     return {
         "customer_id": state.customer_id,

@@ -271,6 +271,10 @@ def test_no_re_evaluation_back_in_time_after_a_tick() -> None:
     # A late event from before the tick must not promote the customer back to A "then".
     late = step(state, interaction("c", t + 5 * DAY), t + 40 * DAY, SIMPLE)
     assert late.outputs == [] and state.tier == "B" and state.tier_since == t + 40 * DAY
+    # The snapshot's numbers are as of the evaluation that set the tier.
+    snap = snapshot(state)
+    assert snap["as_of"] == t + 40 * DAY and snap["rolling"]["spend_30d"] == 0.0
+    assert snapshot(state, as_of=t)["rolling"]["spend_30d"] == 150.0
 
 
 # --- streaming == batch, exactly -------------------------------------------------------

@@ -153,6 +153,10 @@ CASES: list[tuple[EventKind, Any, str | None]] = [
     ("purchase", doc(PURCHASE, type=""), "invalid_value"),
     ("purchase", doc(PURCHASE, event_id="x" * 257), "invalid_value"),
     ("purchase", doc(PURCHASE, type="refund", amount=5.5), "invalid_value"),
+    ("purchase", doc(PURCHASE, amount=1e15), None),
+    ("purchase", doc(PURCHASE, amount=-1e15), None),
+    ("purchase", doc(PURCHASE, amount=1.0000000000000002e15), "invalid_value"),
+    ("purchase", doc(PURCHASE, amount=-(10**16)), "invalid_value"),
     # invalid: timestamps
     ("purchase", doc(PURCHASE, occurred_at="yesterday"), "invalid_timestamp"),
     (
@@ -168,8 +172,10 @@ CASES: list[tuple[EventKind, Any, str | None]] = [
     ("purchase", doc(PURCHASE, occurred_at=" 2024-05-01"), "invalid_timestamp"),
     ("purchase", doc(PURCHASE, occurred_at="2024-05-01T10:00:00+0530"), "invalid_timestamp"),
     ("purchase", doc(PURCHASE, occurred_at="2024-05-01T10Z"), "invalid_timestamp"),
-    ("purchase", doc(PURCHASE, occurred_at="1989-12-31T23:59:59Z"), "invalid_timestamp"),
-    ("purchase", doc(PURCHASE, occurred_at="2100-01-01"), "invalid_timestamp"),
+    ("purchase", doc(PURCHASE, occurred_at="1989-12-31T23:59:59Z"), "timestamp_out_of_range"),
+    ("purchase", doc(PURCHASE, occurred_at="2100-01-01"), "timestamp_out_of_range"),
+    ("purchase", doc(PURCHASE, occurred_at="9999-12-31T00:00:00Z"), "timestamp_out_of_range"),
+    ("purchase", doc(PURCHASE, occurred_at="0000-01-01"), "invalid_timestamp"),
     ("purchase", doc(PURCHASE, occurred_at=1714557600), "timestamp_out_of_range"),  # seconds
     ("purchase", doc(PURCHASE, occurred_at=631151999999), "timestamp_out_of_range"),
     ("purchase", doc(PURCHASE, occurred_at=4102444800000), "timestamp_out_of_range"),
