@@ -270,13 +270,36 @@ def state_from_dict(d: dict[str, Any]) -> CustomerState:
         raise ValueError(
             f"state schema_version {version} is newer than this code ({SCHEMA_VERSION})"
         )
+    if version == SCHEMA_VERSION:  # the fast path: our own current format
+        return CustomerState(
+            customer_id=d["id"],
+            clock=d["clock"],
+            tier=d["tier"],
+            tier_since=d["tier_since"],
+            first_purchase_at=d["first_purchase_at"],
+            last_purchase_at=d["last_purchase_at"],
+            first_interaction_at=d["first_interaction_at"],
+            last_interaction_at=d["last_interaction_at"],
+            lifetime_spend=float(d["lifetime_spend"]),
+            lifetime_purchases=d["lifetime_purchases"],
+            lifetime_refunds=d["lifetime_refunds"],
+            lifetime_interactions=d["lifetime_interactions"],
+            purchase_days=d["purchase_days"],
+            first_day_spend=float(d["first_day_spend"]),
+            repeat_spend=float(d["repeat_spend"]),
+            purchase_day_bits=int(d["purchase_day_bits"], 16),
+            # Values are used as stored: JSON keeps floats floats (``1.0``), and an
+            # integral value read as int behaves identically in the sums.
+            buckets={row[0]: row[1:] for row in d["buckets"]},
+            windows=WindowSums.from_list(d["windows"]),
+            recent_ids=list(d["recent_ids"]),
+            attributes=dict(d.get("attributes", ())),
+        )
     state = CustomerState(customer_id=d["id"])
     for name in _SCALARS:
         if name in d:
             value = d[name]
             setattr(state, name, float(value) if name in _FLOATS else value)
-    # Values are used as stored: JSON keeps floats floats (``1.0``), and an integral value
-    # read as int behaves identically in the sums.
     state.buckets = {row[0]: row[1:] for row in d.get("buckets", ())}
     state.recent_ids = list(d.get("recent_ids", ()))
     state.attributes = dict(d.get("attributes", {}))
