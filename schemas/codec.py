@@ -67,6 +67,7 @@ _ISO_FORM = (
 ISO_TIMESTAMP_PATTERN = _ISO_FORM.format(year="(199[0-9]|20[0-9]{2})")
 _ISO = re.compile(_ISO_FORM.format(year="([0-9]{4})"))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 _PURCHASE_TYPES = frozenset({"purchase", "refund", "order"})
 
@@ -126,25 +127,13 @@ def _parse_iso(value: str, field: str) -> int:
             "invalid_timestamp",
             f"{field} {value[:40]!r} is not ISO-8601 (YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|+hh:mm])",
         )
-    g = m.groups()
-    try:
-        dt = datetime(
-            int(g[0]),
-            int(g[1]),
-            int(g[2]),
-            int(g[4] or 0),
-            int(g[5] or 0),
-            int(g[7] or 0),
-            tzinfo=UTC,
-        )
+    try:  # the form is checked above; fromisoformat checks the calendar, fast
+        dt = datetime.fromisoformat(value)
     except ValueError as exc:
         raise InvalidEvent("invalid_timestamp", f"{field} {value!r}: {exc}") from None
-    delta = dt - _EPOCH
-    ms = (delta.days * 86_400 + delta.seconds) * 1000 + int((g[9] or "0").ljust(3, "0")[:3])
-    if g[11]:  # an offset: local time minus offset is UTC
-        offset_ms = (int(g[12]) * 60 + int(g[13])) * 60_000
-        ms += -offset_ms if g[11] == "+" else offset_ms
-    return ms
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _ONE_MS  # integer arithmetic: exact, fractions floored
 
 
 def _require_str(doc: Mapping[str, Any], name: str, max_length: int | None = None) -> str:
