@@ -95,7 +95,7 @@ def apply_event(state: CustomerState, event: Event) -> None:
     ts = event.occurred_at
     if ts > state.clock:
         state.clock = ts
-        today = ts // 86_400_000
+        today = day_of(ts)
         if today > state.windows.day:
             buckets = state.buckets
             for gone in state.windows.roll_to(today, buckets):
