@@ -27,6 +27,7 @@ from app.domain.state import (
     window_values,
 )
 from app.policy_files import load_policy
+from schemas import encode_tier_change
 from tests.builders import DAY, at, interaction, profile, purchase, random_events, refund
 
 AS_OF = at("2024-03-31T12:00:00")
@@ -299,6 +300,11 @@ def test_streaming_with_json_between_batches_equals_replay(seed: int) -> None:
         for cid, st in live.items():  # written back once per batch
             stored[cid] = orjson.dumps(state_to_dict(st))
     assert outputs == batch.outputs
+    # bit for bit: the encoded outputs and the stored states are the same bytes
+    assert [encode_tier_change(o) for o in outputs] == [
+        encode_tier_change(o) for o in batch.outputs
+    ]
+    assert stored == {cid: orjson.dumps(state_to_dict(s)) for cid, s in batch.states.items()}
     streamed = {cid: state_from_dict(orjson.loads(raw)) for cid, raw in stored.items()}
     assert streamed == batch.states
     for st in batch.states.values():  # incremental sums equal a from-scratch fsum
