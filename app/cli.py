@@ -17,6 +17,7 @@ from app.errors import BrokerError, ConfigError, InvalidEvent, TierstreamError
 
 if TYPE_CHECKING:
     from app.io import SourceLine
+    from app.settings import Settings
 
 cli = typer.Typer(
     name="tierstream",
@@ -123,6 +124,22 @@ _READ_NOTES = """
 """
 
 
+def _settings(**overrides: object) -> Settings:
+    """Settings from the environment and options; invalid ones are a clean error (exit 2)."""
+    from pydantic import ValidationError
+
+    from app.settings import load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TIERSTREAM_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
 def _read(
     path: Path,
     fmt: str | None,
@@ -193,10 +210,9 @@ def classify(
 
     from app.classify import advance_to, classify_lines, write_outputs
     from app.policy_files import load_policy
-    from app.settings import load_settings
     from schemas.codec import parse_timestamp
 
-    settings = load_settings(policy_file=policy)
+    settings = _settings(policy_file=policy)
     pol = load_policy(settings.policy_file)
     as_of_ms: int | None = None
     if as_of is not None:
@@ -308,9 +324,8 @@ def produce(
     )
 
     from app.produce import produce_lines
-    from app.settings import load_settings
 
-    settings = load_settings(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
+    settings = _settings(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
     lines = list(_read(events_file, fmt, map_, delimiter, header))
     err = Console(stderr=True)
     progress = Progress(
@@ -463,6 +478,7 @@ def demo(
 ) -> None:
     from app.demo import DemoConfig, run_demo
 
+    _settings()  # the environment's TIERSTREAM_* settings must be valid
     code = run_demo(
         DemoConfig(
             duration=duration,
