@@ -179,7 +179,9 @@ def _open_out(path: Path | None, stack: contextlib.ExitStack) -> IO[bytes]:
 )
 def classify(
     events_file: Path = typer.Argument(
-        ..., help="Event file (.jsonl/.json/.csv).", show_default=False
+        ...,
+        help="Event file (.jsonl/.json/.csv; - reads JSON Lines from stdin).",
+        show_default=False,
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Tier changes, CloudEvents JSONL (default: stdout)."
@@ -288,7 +290,9 @@ def _report_rejected(
 )
 def produce(
     events_file: Path = typer.Argument(
-        ..., help="Event file (.jsonl/.json/.csv).", show_default=False
+        ...,
+        help="Event file (.jsonl/.json/.csv; - reads JSON Lines from stdin).",
+        show_default=False,
     ),
     broker: str | None = typer.Option(
         None,

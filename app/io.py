@@ -22,7 +22,9 @@ CSV specifics (``--format csv``):
 from __future__ import annotations
 
 import csv
+import io
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,17 +142,24 @@ def read_events(
     delimiter: str | None = None,
     header: bool = True,
 ) -> Iterator[SourceLine]:
-    """Read an event file; see the module docstring for the CSV rules.
+    """Read an event file (``-``: standard input); see the module docstring for the CSV
+    rules.
 
     Raises :class:`InputError` (before yielding anything) when the file cannot be opened or
     the mapping names a column that does not exist.
     """
     p = Path(path)
-    kind = detect_format(p, fmt)
-    try:
-        handle = p.open("r", encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise InputError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    handle: Any
+    if str(path) == "-":  # standard input; JSON Lines unless --format says otherwise
+        kind = detect_format(p, fmt or "jsonl")
+        p = Path("stdin")
+        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+    else:
+        kind = detect_format(p, fmt)
+        try:
+            handle = p.open("r", encoding="utf-8-sig", newline="")
+        except OSError as exc:
+            raise InputError(f"cannot read {p}: {exc.strerror or exc}") from exc
     if kind == "jsonl":
         if delimiter is not None or not header:
             handle.close()

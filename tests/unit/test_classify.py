@@ -224,3 +224,20 @@ def test_classify_rejects_far_future_events_like_the_worker(tmp_path: Path) -> N
     assert "1 invalid line(s)" in output
     assert code == 0
     assert [(r["line"], r["reason"]) for r in jsonl(errors)] == [(2, "timestamp_in_future")]
+
+
+def test_classify_reads_stdin() -> None:
+    line = (
+        '{"event_id":"a","customer_id":"c1","type":"purchase",'
+        '"occurred_at":"2024-01-01","amount":150}'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "classify", "-", "-q"],
+        input=line + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (change,) = [orjson.loads(x) for x in proc.stdout.splitlines()]
+    assert change["data"]["to_tier"] == "C" and change["data"]["direction"] == "new"
