@@ -25,6 +25,7 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 
 
@@ -88,10 +89,9 @@ def worker(
 ) -> None:
     """Run a stream-processing worker: consume purchases, interactions and profiles, keep
     per-customer state, emit tier changes and customer snapshots. Runs until Ctrl-C."""
-    from app.settings import load_settings
     from app.worker import run_worker
 
-    settings = load_settings(
+    settings = _settings(
         broker=broker,
         policy_file=policy,
         store=store,
