@@ -6,13 +6,11 @@ one coroutine (the topics are co-partitioned with the table: key = customer_id).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from typing import Any
 
-import faust
 from faust.types import StreamT
 
-from app.faust_app import StreamEvent, TierstreamApp
+from app.faust_app import TierstreamApp, take_batches
 
 
 def register(app: TierstreamApp) -> Any:
@@ -20,10 +18,8 @@ def register(app: TierstreamApp) -> Any:
     settings = app.settings
 
     async def customer_events(stream: StreamT[bytes]) -> None:
-        await app.declare_outputs()
-        batches: AsyncIterator[Sequence[StreamEvent]] = cast(
-            faust.Stream[bytes], stream
-        ).take_events(settings.batch_size, within=settings.batch_timeout_s)
+        await app.ready_to_process()
+        batches = take_batches(stream, settings.batch_size, settings.batch_timeout_s)
         async for batch in batches:
             outcome = app.process(batch)  # decode -> step, per event, in order
             await app.publish(outcome, batch)  # send outputs, write touched customers, count

@@ -8,9 +8,9 @@ Order of effects for one batch (at-least-once without losing outputs):
 
 1. dead letters, tier changes and snapshots are produced and the producer is flushed
    (awaited: they are on the broker);
-2. then each touched customer's state is written to the table (changelog), once;
-3. the batch's offsets are acked by ``Stream.take_events`` after the agent's loop body, and
-   committed later by Faust, which flushes the producer (changelog included) first.
+2. then each touched customer's state is written to the table (store and changelog), once;
+3. the batch's events are acked when the agent asks for the next batch (:func:`take_batches`)
+   and committed later by Faust, which flushes the producer (changelog included) first.
 
 A crash before 2 reprocesses the batch with the old state: outputs repeat with the same
 deterministic ids. A crash after 2 but before the commit reprocesses the batch against the
@@ -20,15 +20,18 @@ before the outputs were on the broker could lose outputs for good, so it is not 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import faust
 from faust.streams import _current_event
 from faust.types import EventT as _EventT
+from mode.utils.aiter import aiter
+from mode.utils.futures import notify
 
 from app.batching import (
     INPUT_KINDS,
@@ -123,6 +126,74 @@ def acting_for(event: StreamEvent) -> Iterator[None]:
         _current_event.reset(token)
 
 
+async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[StreamEvent]]:
+    """Batches of up to ``max_`` events, waiting at most ``within`` seconds to fill one.
+
+    Adapted from Faust's ``Stream.take_events`` (faust-streaming 0.15.3, BSD-3-Clause)
+    with one change that at-least-once needs: a batch is acked only when the caller asks
+    for the next one, i.e. after the loop body finished. ``take_events`` acks in a
+    ``finally``, so when the worker stops (or the agent raises) in the middle of a batch,
+    closing the generator acks events that were never processed, Faust commits their
+    offsets on shutdown and they are lost; and it turns acks back on when it is closed,
+    so events Faust still drains through the stream while stopping are acked unprocessed.
+    Here an abandoned batch stays unacked and is consumed again after a restart (the
+    core drops what it had already applied).
+    """
+    events: list[StreamEvent] = []
+    buffer_full = asyncio.Event()
+    buffer_consumed = asyncio.Event()
+    buffer_consuming: asyncio.Future[None] | None = None
+    channel_it = aiter(stream.channel)
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal buffer_consuming
+        try:
+            if buffer_consuming is not None:
+                try:
+                    await buffer_consuming
+                finally:
+                    buffer_consuming = None
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take_batches found current_event is None")
+            events.append(event)
+            if len(events) >= max_:
+                buffer_full.set()
+                buffer_consumed.clear()
+                await stream.wait(buffer_consumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            stream.log.exception("Error adding to batch: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    stream.enable_acks = False  # we ack, after the batch was processed
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(channel_it)
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(buffer_full, timeout=within)
+            if events:
+                buffer_consuming = stream.loop.create_future()
+                batch = list(events)
+                try:
+                    yield batch
+                    for event in batch:  # resumed normally: the batch is done
+                        await stream.ack(event)
+                finally:
+                    events.clear()
+                    notify(buffer_consuming)
+                    buffer_full.clear()
+                    buffer_consumed.set()
+    finally:
+        # ``enable_acks`` stays off: Faust's passive drainer may still pull events through
+        # this stream while the worker stops; with acks on (as ``take_events`` restores
+        # them) it would ack, and Faust commit, events that no batch ever processed.
+        with contextlib.suppress(ValueError):
+            stream._processors.remove(add_to_buffer)
+
+
 def record_of(event: StreamEvent) -> InputRecord:
     msg = event.message
     return InputRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
@@ -165,6 +236,14 @@ class TierstreamApp:
         async def healthz(web: Any, request: Any) -> Any:
             return web.json({"status": "ok", "counters": counters.as_dict()})
 
+    async def ready_to_process(self) -> None:
+        """Before the first batch: output topics exist, and table recovery has finished
+        (Faust resumes the source partitions and only then seeks them to the committed
+        offsets; events taken in between were seen to be skipped after a restart)."""
+        await self.declare_outputs()
+        tables: Any = self.faust.tables
+        await tables.recovery.completed.wait()
+
     async def declare_outputs(self) -> None:
         """Create the output topics (Faust only creates the topics it consumes)."""
         if not self._outputs_declared:
@@ -185,20 +264,37 @@ class TierstreamApp:
 
     async def publish(self, outcome: BatchOutcome, events: Sequence[StreamEvent]) -> None:
         """Send the outputs, wait until they are on the broker, then write each touched
-        customer to the table once (see the module docstring for why in this order)."""
+        customer to the table once (see the module docstring for why in this order).
+
+        Everything goes straight to the Kafka producer (``Topic.send``), not through
+        Faust's ``send_soon`` buffer, whose ``flush`` gives up after 0.1 s without progress
+        and so is no barrier: a commit could then overtake changelog or output records
+        still in the buffer. ``table[key] = value`` uses that buffer for the changelog, so
+        the store and the changelog are written here directly, as Faust would.
+        """
         for dl in outcome.dead_letters:
-            self.dead_letter.send_soon(key=dl.key, value=dl.value, headers=dl.headers)
+            await self.dead_letter.send(key=dl.key, value=dl.value, headers=dl.headers)
         for key, value in outcome.tier_changes:
-            self.tier_changes.send_soon(key=key, value=value)
+            await self.tier_changes.send(key=key, value=value)
         for key, value in outcome.snapshots:
-            self.customers.send_soon(key=key, value=value)
+            await self.customers.send(key=key, value=value)
         if outcome.dead_letters or outcome.tier_changes or outcome.snapshots:
             await self.faust.producer.flush()
         table = self.customer_state
+        store = table.data
+        changelog = table.changelog_topic
         for write in outcome.writes:
             with acting_for(events[write.index]):
-                table[write.key] = write.value
+                store[write.key] = write.value
+            await changelog.send(key=write.key, value=write.value, partition=write.partition)
         self.counters.add(outcome)
+        if log.isEnabledFor(logging.DEBUG):
+            done: dict[str, list[int]] = {}
+            for e in events:
+                done.setdefault(f"{e.message.topic}[{e.message.partition}]", []).append(
+                    e.message.offset
+                )
+            log.debug("batch of %d done, offsets %s", len(events), done)
 
 
 def create_app(settings: Settings, policy: Policy | None = None) -> TierstreamApp:

@@ -179,6 +179,16 @@ def close(a: Any, b: Any, rel: float = 1e-12) -> bool:
     return bool(a == b)
 
 
+def differences(a: Any, b: Any, path: str = "$") -> list[str]:
+    """Where ``a`` and ``b`` differ beyond :func:`close` (for assertion messages)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = [f"{path}.{k}: only on one side" for k in a.keys() ^ b.keys()]
+        for k in a.keys() & b.keys():
+            out += differences(a[k], b[k], f"{path}.{k}")
+        return out
+    return [] if close(a, b) else [f"{path}: {a!r} != {b!r}"]
+
+
 def _copy(state: CustomerState) -> CustomerState:
     return state_from_dict(state_to_dict(state))
 

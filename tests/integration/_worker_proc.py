@@ -127,7 +127,9 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-            raise AssertionError(f"worker ignored {sig.name} for {timeout}s:\n{self.log()}")
+            raise AssertionError(
+                f"worker ignored {sig.name} for {timeout}s:\n{self.log()}"
+            ) from None
 
     def log(self, tail: int = 6000) -> str:
         try:
@@ -187,7 +189,7 @@ async def consume(
     *,
     until: Any = None,
     idle_s: float = 3.0,
-    timeout_s: float = 90.0,
+    timeout_s: float = 60.0,
 ) -> list[Consumed]:
     """Read the whole topic from the start (no consumer group) until ``until(records)`` is
     true and nothing new arrived for ``idle_s``, or ``timeout_s`` passed."""
@@ -249,4 +251,27 @@ def by_key_in_order(records: Iterable[Consumed]) -> dict[str, list[dict[str, Any
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
         assert r.key is not None and r.value is not None
         out.setdefault(r.key.decode(), []).append(orjson.loads(r.value))
+    return out
+
+
+def wait_processed(worker: WorkerProcess, events: int, timeout: float = 60.0) -> int:
+    """Wait until this worker process has handled at least ``events`` input events."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = worker.healthz()
+        if body is not None and body["counters"]["events"] >= events:
+            return int(body["counters"]["events"])
+        assert worker.proc is not None and worker.proc.poll() is None, worker.log()
+        time.sleep(0.05)
+    raise AssertionError(f"worker did not process {events} events in {timeout}s:\n{worker.log()}")
+
+
+def dedupe_by_id(seq: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the first of each output id (downstream de-duplication)."""
+    seen: set[str] = set()
+    out = []
+    for c in seq:
+        if c["id"] not in seen:
+            seen.add(c["id"])
+            out.append(c)
     return out
