@@ -73,7 +73,9 @@ def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
 
         worker.start().wait_healthy()
         lifetime = {cid: normalize(s)["lifetime"] for cid, s in exp.snapshots.items()}
-        snap_records = asyncio.run(consume(names, "customers", until=caught_up(lifetime)))
+        snap_records = asyncio.run(
+            consume(names, "customers", until=caught_up(lifetime), timeout_s=30)
+        )
         change_records = asyncio.run(consume(names, "tier-changes", idle_s=0.5))
     finally:
         code = worker.stop()
