@@ -27,27 +27,33 @@ class Settings(BaseSettings):
     app_id: str = Field("tierstream", description="Faust app id = consumer group id.")
     topic_prefix: str = Field("tierstream.", description="Prefix of every topic name.")
     partitions: int = Field(4, ge=1, description="Partitions of inputs, tables and outputs.")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, description="Replication of topics created.")
     store: str = Field("memory://", description="Table store: memory:// or rocksdb://")
     data_dir: Path = Field(Path(".tierstream-data"), description="Worker data directory.")
     policy_file: Path | None = Field(None, description="Policy YAML (default: packaged).")
     web_port: int = Field(6066, description="Worker HTTP port (metrics, health, queries).")
-    web_host: str = Field("127.0.0.1")
+    web_host: str = Field("127.0.0.1", description="Worker HTTP bind address.")
     batch_size: int = Field(500, ge=1, description="Max events handled per agent batch.")
     batch_timeout_s: float = Field(0.05, gt=0, description="Max wait to fill a batch.")
     max_future_skew_s: float = Field(
         86400.0, description="Events dated further than this past the wall clock are rejected."
     )
     # Security for a real cluster.
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_* protocols)."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle for SSL (default: system).")
     # Tuning for short-lived groups (tests, demo): how fast a dead member is noticed.
-    session_timeout_s: float = Field(10.0, gt=0)
-    heartbeat_interval_s: float = Field(1.0, gt=0)
-    log_level: str = Field("WARNING")
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="Consumer group session timeout: how fast a dead worker is noticed."
+    )
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer group heartbeat.")
+    log_level: str = Field("WARNING", description="Worker log level (DEBUG, INFO, WARNING, ...).")
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical name such as ``purchases``."""

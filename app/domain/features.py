@@ -34,7 +34,8 @@ FEATURES: dict[str, str] = {
     **{
         f"{what}_{w}d": (
             f"{what} in the last {w} days: the UTC day of the evaluation time and the "
-            f"{w - 1} days before it (day buckets; spend nets refunds, correctly rounded)"
+            f"{w - 1} days before it"
+            + (" (refunds subtract; an exact, correctly rounded sum)" if what == "spend" else "")
         )
         for what in _ROLLING
         for w in WINDOWS_DAYS
