@@ -263,7 +263,10 @@ def wait_processed(worker: WorkerProcess, events: int, timeout: float = 60.0) ->
             return int(body["counters"]["events"])
         assert worker.proc is not None and worker.proc.poll() is None, worker.log()
         time.sleep(0.05)
-    raise AssertionError(f"worker did not process {events} events in {timeout}s:\n{worker.log()}")
+    raise AssertionError(
+        f"worker did not process {events} events in {timeout}s "
+        f"(health: {worker.healthz()}):\n{worker.log()}"
+    )
 
 
 def dedupe_by_id(seq: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
