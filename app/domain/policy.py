@@ -142,13 +142,15 @@ class Policy:
         """First tier whose conditions all hold; reasons say which held and, for the better
         tiers that were skipped, the first condition that failed."""
         missed: list[str] = []
+        deciding: dict[str, Any] = {}  # the features of every condition that decided
         for t in self.tiers:
             failed = next((c for c in t.conditions if not c.holds(features.get(c.feature))), None)
             if failed is None:
                 held = [c.describe(features.get(c.feature), True) for c in t.conditions]
                 reasons = tuple(held) if held else ("no better tier's conditions hold",)
-                used = {c.feature: features.get(c.feature) for c in t.conditions}
-                return Decision(t.name, reasons + tuple(missed), used)
+                deciding.update((c.feature, features.get(c.feature)) for c in t.conditions)
+                return Decision(t.name, reasons + tuple(missed), deciding)
+            deciding[failed.feature] = features.get(failed.feature)
             missed.append(f"not {t.name}: {failed.describe(features.get(failed.feature), False)}")
         raise AssertionError("validated policies end with a catch-all tier")
 

@@ -243,6 +243,7 @@ def test_first_tier_up_and_down_with_reasons() -> None:
         ("A", "B", "down", f"tick@{t + 30 * DAY}"),
     ]
     assert outputs[0].reasons == ("no better tier's conditions hold", "not A: spend_30d 0 < 100")
+    assert outputs[0].features == {"spend_30d": 0.0}  # the failed condition decided it too
     assert outputs[1].reasons == ("spend_30d 150 >= 100",)
     assert outputs[1].features == {"spend_30d": 150.0}
     assert outputs[1].service_level == {"queue": 1}
