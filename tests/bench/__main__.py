@@ -91,7 +91,7 @@ def _raw(ctx: Context) -> float:
     return asyncio.run(run_raw(ctx.bootstrap, ctx.topic, ctx.events, ctx.timeout_s))
 
 
-def _worker(fast: bool) -> Callable[[Context], float]:
+def _worker(fast: bool, no_spinner: bool = False) -> Callable[[Context], float]:
     def run(ctx: Context) -> float:
         from tests.bench.worker import run_worker_bench
 
@@ -102,6 +102,7 @@ def _worker(fast: bool) -> Callable[[Context], float]:
             partitions=ctx.partitions,
             fast=fast,
             timeout_s=ctx.timeout_s,
+            no_spinner=no_spinner,
         )
 
     return run
@@ -139,6 +140,11 @@ PIPELINES: list[Pipeline] = [
         "tierstream-worker+fastpath",
         "the tierstream worker app with app.fastpath installed",
         _worker(fast=True),
+    ),
+    Pipeline(
+        "tierstream-worker+fastpath+nospinner",
+        "same, and faust.Worker's spinner off (it sets the root logger to DEBUG)",
+        _worker(fast=True, no_spinner=True),
     ),
 ]
 
