@@ -29,10 +29,11 @@ What this module changes
   control, producer buffer full, a stream queue full) is the rest of that same coroutine
   wrapped in a task and raced against ``suspend_flow`` with ``wait_first``, exactly as
   stock Faust does for every message. So a rebalance still abandons a blocked delivery.
-* Backpressure is batch-wise instead of message-wise: when a stream queue reports high
-  pressure (``on_buffer_full``, the hook the conductor already calls), the drain loop
-  waits until the queues have drained (``on_buffer_drop``) instead of trickling one
-  message per event-loop turn into a full queue.
+* Backpressure is batch-wise instead of message-wise: when a partition's stream queue
+  reports high pressure (``on_buffer_full``, the hook the conductor already calls), the
+  drain loop, before delivering that partition's next message, waits until the queue has
+  drained (``on_buffer_drop``) instead of trickling one message per event-loop turn into
+  a full queue.
 
 Why commit/ack semantics are unchanged
 --------------------------------------
@@ -57,7 +58,7 @@ from typing import Any
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, Message
+from faust.types import TP, ConsumerMessage
 from mode import ServiceT
 
 __all__ = ["Consumer", "Transport", "install", "installed"]
@@ -108,20 +109,20 @@ async def _resume(coro: Coroutine[Any, Any, Any], first: Any) -> Any:
 class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
     """The aiokafka consumer of Faust with a batch-wise drain loop (see module doc)."""
 
+    #: Partitions whose stream queue reported high pressure and has not drained yet.
     _pressured: set[TP]
+    #: Set whenever a partition leaves :attr:`_pressured`.
     _pressure_dropped: asyncio.Event
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pressured = set()
         self._pressure_dropped = asyncio.Event()
-        self._pressure_dropped.set()
 
     # -- backpressure ------------------------------------------------------------------
     def on_buffer_full(self, tp: TP) -> None:
         super().on_buffer_full(tp)
         self._pressured.add(tp)
-        self._pressure_dropped.clear()
 
     def on_buffer_drop(self, tp: TP) -> None:
         super().on_buffer_drop(tp)
@@ -129,20 +130,29 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
 
     def _release_pressure(self, tps: Iterable[TP]) -> None:
         self._pressured.difference_update(tps)
-        if not self._pressured:
-            self._pressure_dropped.set()
+        self._pressure_dropped.set()
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         # A revoked partition's queue is cleared without a pressure-drop callback.
         self._release_pressure(revoked)
         await super().on_partitions_revoked(revoked)
 
-    async def _wait_for_pressure_drop(self) -> None:
-        done, _, _ = await self.wait_first(
-            self._pressure_dropped.wait(), self.suspend_flow.wait(), timeout=PRESSURE_WAIT_S
-        )
-        if not done:  # timed out: forget stale pressure, deliver (queues bound it anyway)
-            self._release_pressure(list(self._pressured))
+    async def _wait_for_pressure_drop(self, tp: TP) -> None:
+        """Wait until ``tp``'s stream queue has drained (or the flow is suspended, or the
+        service stops). After :data:`PRESSURE_WAIT_S` deliver anyway: a full queue still
+        blocks the conductor, and the slow path then waits per message as stock does."""
+        deadline = self.loop.time() + PRESSURE_WAIT_S
+        while tp in self._pressured and not self.suspend_flow.is_set():
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                self._pressured.discard(tp)
+                break
+            self._pressure_dropped.clear()
+            done, _, stopped = await self.wait_first(
+                self._pressure_dropped.wait(), self.suspend_flow.wait(), timeout=remaining
+            )
+            if stopped and not done and self.should_stop:
+                break
 
     # -- delivery ----------------------------------------------------------------------
     async def _deliver_blocked(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
@@ -151,34 +161,26 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         task = asyncio.ensure_future(_resume(coro, first))
         await self.wait_first(task, self.suspend_flow.wait())
 
-    async def _fetch_batch(self) -> list[tuple[TP, Message]]:
-        """One fetched batch as ``(tp, message)`` in the scheduler's order (stock
-        ``getmany`` semantics, high-water marks tracked once per partition)."""
+    async def _fetch_batch(self) -> tuple[list[tuple[TP, ConsumerMessage]], set[TP] | None]:
+        """One fetched batch as ``(tp, message)`` in the scheduler's round-robin order, and
+        the active partitions it was fetched for (stock ``getmany``, except that high-water
+        marks are read once per partition per batch instead of once per message)."""
         records, active_partitions = await self._wait_next_records(1.0)
-        if not records or self.should_stop:
-            return []
+        if records is None or self.should_stop:
+            return [], active_partitions
         if not self.flow_active:
             self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
             try:
                 await self.perform_seek()
             except Exception as ex:
                 self.log.warning(f"exception performing seek when flow not active {ex}")
-            return []
-        buffered = self._buffered_partitions
-        allowed = {
-            tp
-            for tp in records
-            if active_partitions is None or tp in active_partitions or tp in buffered
-        }
+            return [], active_partitions
         track_end_offset = self.app.monitor.track_tp_end_offset
-        for tp in allowed:
+        for tp in records:
             track_end_offset(tp, self.highwater(tp))
         to_message = self._to_message
-        return [
-            (tp, to_message(tp, record))
-            for tp, record in self.scheduler.iterate(records)
-            if tp in allowed
-        ]
+        batch = [(tp, to_message(tp, record)) for tp, record in self.scheduler.iterate(records)]
+        return batch, active_partitions
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - loop
         callback = self.callback
@@ -190,19 +192,22 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         app = self.app
-        pressure_dropped = self._pressure_dropped.is_set
+        pressured = self._pressured
+        buffered = self._buffered_partitions
         sleep = asyncio.sleep
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
-                batch = await self._fetch_batch()
+                batch, active = await self._fetch_batch()
                 generation_id = app.consumer_generation_id
                 since_yield = 0
                 for tp, message in batch:
                     if not self.flow_active or app.consumer_generation_id != generation_id:
                         break  # the rest is fetched again from the committed offsets
-                    if not pressure_dropped():
-                        await self._wait_for_pressure_drop()
+                    if active is not None and tp not in active and tp not in buffered:
+                        continue  # paused or revoked meanwhile (stock getmany skips it too)
+                    if tp in pressured:
+                        await self._wait_for_pressure_drop(tp)
                         if not self.flow_active or self.should_stop:
                             break
                     since_yield += 1
