@@ -41,6 +41,7 @@ from app.batching import (
     InputRecord,
 )
 from app.domain.policy import Policy
+from app.recovery import TierstreamTableManager
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "web_bind": settings.web_host,
         "web_host": settings.web_host,
         "autodiscover": False,
+        # Recovery reads changelogs to their real end and positions every source
+        # partition before it resumes them (app.recovery).
+        "TableManager": TierstreamTableManager,
         "worker_redirect_stdouts": False,
     }
     if settings.security_protocol != "PLAINTEXT":
@@ -238,8 +242,8 @@ class TierstreamApp:
 
     async def ready_to_process(self) -> None:
         """Before the first batch: output topics exist, and table recovery has finished
-        (Faust resumes the source partitions and only then seeks them to the committed
-        offsets; events taken in between were seen to be skipped after a restart)."""
+        (the table holds every changelog record, and the source partitions are
+        positioned at their committed offsets: :mod:`app.recovery`)."""
         await self.declare_outputs()
         tables: Any = self.faust.tables
         await tables.recovery.completed.wait()
