@@ -48,6 +48,7 @@ The bodies of ``_resume_streams`` and ``on_recovery_completed`` are Faust's
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -58,13 +59,19 @@ from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types.tuples import TP
 
+log = logging.getLogger(__name__)
+
+
+_FETCH_MAX_WAIT_MS = 100
+
 
 async def fetch_high_watermarks(client: Any, positions: Mapping[TP, int]) -> dict[TP, int]:
     """The high watermark of each partition, as a ``Fetch`` response states it.
 
-    One small ``Fetch`` per leader (no wait, at most 1 byte per partition) at the given
-    positions, on an aiokafka client. Partitions whose leader is unknown or whose
-    response has an error are left out.
+    One small ``Fetch`` per leader (``min_bytes`` 0: no waiting for data; at most 1 byte
+    per partition) at the given positions, on an aiokafka client. ``max_wait_time`` is
+    not 0: Tansu answers a Fetch with no wait time with no partitions at all. Partitions
+    whose leader is unknown or whose response has an error are left out.
     """
     by_node: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(
         lambda: defaultdict(list)
@@ -75,7 +82,7 @@ async def fetch_high_watermarks(client: Any, positions: Mapping[TP, int]) -> dic
             by_node[node][tp.topic].append((tp.partition, max(position, 0), 1))
     out: dict[TP, int] = {}
     for node, topics in by_node.items():
-        request = FetchRequest(0, 0, 1, 0, list(topics.items()))
+        request = FetchRequest(_FETCH_MAX_WAIT_MS, 0, 1, 0, list(topics.items()))
         response = await client.send(node, request)
         for topic, partitions in response.topics:
             for partition, error_code, highwater, *_ in partitions:
@@ -96,7 +103,11 @@ async def true_end_offsets(consumer: Any, tps: Iterable[TP]) -> dict[TP, int | N
     )
     for tp, end in fetched.items():
         if end > listed.get(tp, -1):
+            log.info("%s: listed end offset %s, fetch high watermark %s", tp, listed[tp], end)
             ends[tp] = end
+    missing = set(listed) - set(fetched)
+    if missing:
+        log.warning("No fetch high watermark for %s: trusting the listed end offsets", missing)
     return ends
 
 
