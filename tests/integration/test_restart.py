@@ -37,20 +37,6 @@ from tests.integration.test_pipeline import caught_up
 
 pytestmark = pytest.mark.integration
 
-# Seen here, intermittently (about one restart in three): after a restart some events
-# right behind the committed offsets are never delivered to the agent, so they are lost.
-# The worker's own path is covered (batches are acked only after their outputs and table
-# writes; outputs and changelog bypass Faust's non-blocking producer buffer), and the log
-# shows Faust's recovery resuming the source partitions *before* it seeks them to the
-# committed offsets (faust/tables/recovery.py, on_recovery_completed), with the lost
-# events fetched in between. Until that is fixed or worked around, this test documents it.
-KNOWN_FAUST_RECOVERY_RACE = pytest.mark.xfail(
-    strict=False,
-    reason="Faust recovery resumes source partitions before seeking them (events lost)",
-)
-
-
-@KNOWN_FAUST_RECOVERY_RACE
 def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
     names: Names, tmp_path: Path
 ) -> None:
