@@ -11,8 +11,11 @@ import signal
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.types.tuples import TP
 
 from app.policy_files import load_policy
+from app.recovery import fetch_high_watermarks
 from tests.integration._worker_data import (
     close,
     differences,
@@ -36,6 +39,7 @@ from tests.integration._worker_proc import (
 from tests.integration.test_pipeline import caught_up
 
 pytestmark = pytest.mark.integration
+
 
 def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
     names: Names, tmp_path: Path
@@ -82,3 +86,37 @@ def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
             got.pop("tier_since"), norm.pop("tier_since")
             assert close(got, norm), (cid, differences(got, norm))
             assert changes[cid][-1]["data"]["to_tier"] == norm["tier"], cid
+
+
+def test_changelog_end_is_the_fetch_high_watermark(names: Names) -> None:
+    """Recovery reads a changelog partition up to the high watermark a ``Fetch`` reports:
+    the local broker's ``ListOffsets`` gives the base offset of the last record batch
+    plus one instead of the log end (``app.recovery``, fault 1)."""
+    topic = names.topic("end-check")
+
+    async def run() -> tuple[int, dict[TP, int]]:
+        await create_topics(names, ["end-check"])
+        producer = AIOKafkaProducer(
+            bootstrap_servers=names.bootstrap, enable_idempotence=False, linger_ms=50
+        )
+        await producer.start()
+        try:
+            await (await producer.send(topic, b"one", partition=0))
+            batch = [await producer.send(topic, b"x%d" % i, partition=0) for i in range(3)]
+            await asyncio.gather(*batch)  # one produce request: records 1, 2, 3
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=names.bootstrap)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            listed = (await consumer.end_offsets([tp]))[tp]
+            await consumer._client.force_metadata_update()
+            fetched = await fetch_high_watermarks(consumer._client, {TP(topic, 0): listed})
+            return listed, fetched
+        finally:
+            await consumer.stop()
+
+    listed, fetched = asyncio.run(run())
+    assert fetched == {TP(topic, 0): 4}, (listed, fetched)
+    assert listed <= 4
