@@ -6,37 +6,41 @@ each shown by ``tests/integration/test_restart.py``. :class:`TierstreamRecovery`
 them where they arise, in Faust's ``Recovery`` (``faust/tables/recovery.py``):
 
 1. **Changelog recovery stopped short of the last records** (:func:`true_end_offsets`).
-   ``Recovery._build_highwaters`` takes the end offsets from ``ListOffsets`` (aiokafka
-   ``end_offsets``). Tansu 0.6 answers with the base offset of the partition's *last
-   record batch* plus one, not the log end offset: after one produce request with the
-   records 331, 332, 333 it lists 332 (its ``Fetch`` responses carry the true high
-   watermark, 334). Recovery ends once offset 331 is read (``need_recovery``); 332 and
-   333 still arrive but only reach Faust's recovery buffer, which nothing applies after
+   ``Recovery._build_highwaters`` (faust/tables/recovery.py:669) takes the end offsets
+   from ``ListOffsets`` (aiokafka ``end_offsets``). Tansu 0.6 answers with the base
+   offset of the partition's *last record batch* plus one, not the log end offset:
+   after one produce request with the records 331, 332, 333 it lists 332 (its ``Fetch``
+   responses carry the true high watermark, 334). Recovery ends once offset 331 is read
+   (``need_recovery``, recovery.py:796, which also flushes the buffers); 332 and 333
+   still arrive but only reach Faust's recovery buffer, which nothing applies after
    recovery ended (``_slurp_changelogs``). Those customers are then processed from the
    state *before* their last write, and writing the result overwrites the newer state:
    the events of that last write are gone (``lifetime.purchases: 35 != 36``).
 
 2. **Records fetched between resume and seek were dropped**
-   (:meth:`TierstreamRecovery._seek_then_resume`). ``on_recovery_completed`` (and
-   ``_resume_streams``) resume the source partitions, then ``await perform_seek()``,
-   then ``flow_control.resume()``. While the seek awaits the broker, the drain loop
-   delivers the records aiokafka already holds for the resumed partitions into the
-   agent's channel and moves its read offset past them; ``flow_control.resume()`` then
-   clears the channel queues (``FlowControlQueue(clear_on_resume=True)``) and the
-   re-fetched copies are below the read offset, so they are dropped as already read
-   (``Consumer._drain_messages``). Seen as ~110 offsets per partition, right after the
-   committed ones, never processed, and committed over. Here the partitions are
-   positioned first and resumed after, with nothing awaited in between.
+   (:meth:`TierstreamRecovery._seek_then_resume`). ``on_recovery_completed``
+   (recovery.py:649-659; ``_resume_streams``, :316-328) resumes the source partitions,
+   then awaits ``perform_seek()``, then calls ``flow_control.resume()``. While the seek
+   awaits the broker, the drain loop delivers the records aiokafka already holds for
+   the resumed partitions into the agent's channel and moves its read offset past them
+   (it goes on through the batch it had fetched after ``perform_seek`` reset the read
+   offset); ``flow_control.resume()`` then clears the channel queues
+   (mode/utils/queues.py:101; channels are ``clear_on_resume``) and the re-fetched
+   copies are below the read offset, so they are dropped as already read
+   (faust/transport/consumer.py:1209, :1223). Seen as ~110 offsets per partition right
+   after the committed ones never processed, and committed over. Here the partitions
+   are positioned first and resumed after, with nothing awaited in between.
 
 3. **A restart without committed offsets processed nothing** (the "stall";
    :func:`position_at_committed`). Faust hands aiokafka its *live* set of active
-   partitions (``Consumer._wait_next_records`` -> ``Fetcher.fetched_records``). When
-   changelog reading ends the set becomes empty while a fetch is pending, and aiokafka
-   reads an empty set as "every partition" (``if partitions and tp not in partitions``):
-   it returns all buffered records of the *paused* source partitions, advancing their
-   positions to the end, and Faust's ``getmany`` drops them (partition not active).
-   ``perform_seek`` repairs that only for partitions with a committed offset
-   (aiokafka's ``seek_to_committed`` skips the others), so after a worker was killed
+   partitions (faust/transport/consumer.py:802 -> aiokafka ``Fetcher.fetched_records``).
+   When changelog reading ends the set becomes empty while a fetch is pending, and
+   aiokafka reads an empty set as "every partition" (``if partitions and tp not in
+   partitions``, aiokafka/consumer/fetcher.py:1221): it returns all buffered records of
+   the *paused* source partitions, advancing their positions to the end, and Faust's
+   ``getmany`` drops them (partition not active, consumer.py:761). ``perform_seek``
+   repairs that only for partitions with a committed offset (aiokafka's
+   ``seek_to_committed`` skips the others, consumer/consumer.py:901), so after a worker was killed
    before its first commit the source partitions stay at their end: 0 events. Here every
    source partition is positioned explicitly: at its committed offset, or else where
    ``consumer_auto_offset_reset`` says.
