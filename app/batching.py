@@ -17,12 +17,13 @@ customer_id), so each customer sees their events of a topic in offset order.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -82,12 +83,22 @@ class CustomerWrite:
     index: int
 
 
+class OutputRecord(NamedTuple):
+    """An output record for the customer's partition (outputs are co-partitioned)."""
+
+    key: bytes
+    value: bytes
+    partition: int
+
+
 @dataclass(slots=True)
 class BatchOutcome:
-    tier_changes: list[tuple[bytes, bytes]] = field(default_factory=list)
-    snapshots: list[tuple[bytes, bytes]] = field(default_factory=list)
+    tier_changes: list[OutputRecord] = field(default_factory=list)
+    snapshots: list[OutputRecord] = field(default_factory=list)
     writes: list[CustomerWrite] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: every customer state the batch loaded, by customer id (for :class:`StateCache`)
+    states: dict[str, CustomerState] = field(default_factory=dict)
     events: int = 0
     duplicates: int = 0
 
@@ -120,6 +131,39 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
+class StateCache:
+    """Decoded states of this worker's customers, least recently used first.
+
+    Decoding a stored state costs more than running the core on an event, so hot
+    customers stay decoded between batches. A batch *takes* its customers' states out of
+    the cache (``step`` changes them in place) and they are *put back* only once the batch's
+    outputs and table writes are on the broker; a batch that fails or is abandoned leaves
+    them out, and the next load decodes the stored state again. Cleared when partitions
+    are revoked: another worker may change those customers before they come back.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._states: dict[str, CustomerState] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def take(self, customer_id: str) -> CustomerState | None:
+        return self._states.pop(customer_id, None)
+
+    def put_back(self, states: Mapping[str, CustomerState]) -> None:
+        cached = self._states
+        cached.update(states)  # taken entries re-enter last: most recently used
+        excess = len(cached) - self.capacity
+        if excess > 0:
+            for customer_id in list(itertools.islice(cached, excess)):
+                del cached[customer_id]
+
+    def clear(self) -> None:
+        self._states.clear()
+
+
 @dataclass(slots=True)
 class _Customer:
     """Working copy of one customer during a batch."""
@@ -146,6 +190,7 @@ class CustomerBatch:
         *,
         step_fn: StepFn = step,
         clock: Callable[[], int] = wall_clock_ms,
+        cache_size: int = 0,
     ) -> None:
         self.policy = policy
         self.kinds = dict(kinds)
@@ -153,6 +198,7 @@ class CustomerBatch:
         self.partition_clocks: dict[int, int] = {}
         self._step = step_fn
         self._clock = clock
+        self.cache = StateCache(cache_size)
 
     def process(self, records: Sequence[InputRecord], load: StateLoader) -> BatchOutcome:
         out = BatchOutcome()
@@ -189,7 +235,11 @@ class CustomerBatch:
             cust.partition = record.partition
             cust.index = index
             for change in result.outputs:
-                out.tier_changes.append((table_key(change.customer_id), encode_tier_change(change)))
+                out.tier_changes.append(
+                    OutputRecord(
+                        table_key(change.customer_id), encode_tier_change(change), record.partition
+                    )
+                )
         for customer_id, cust in customers.items():
             if not cust.applied or cust.state is None:
                 continue
@@ -197,7 +247,10 @@ class CustomerBatch:
             out.writes.append(
                 CustomerWrite(key, encode_state(cust.state), cust.partition, cust.index)
             )
-            out.snapshots.append((key, encode_snapshot(snapshot(cust.state))))
+            out.snapshots.append(
+                OutputRecord(key, encode_snapshot(snapshot(cust.state)), cust.partition)
+            )
+        out.states = {cid: c.state for cid, c in customers.items() if c.state is not None}
         return out
 
     def _decode(self, record: InputRecord, max_ts: int) -> Event:
@@ -211,7 +264,15 @@ class CustomerBatch:
             )
         return event
 
+    def done(self, outcome: BatchOutcome) -> None:
+        """The batch's outputs and writes are on the broker: keep its states decoded."""
+        if self.cache.capacity:
+            self.cache.put_back(outcome.states)
+
     def _load(self, customer_id: str, load: StateLoader, index: int) -> CustomerState | None:
+        state = self.cache.take(customer_id)
+        if state is not None:
+            return state
         raw = load(table_key(customer_id), index)
         return None if raw is None else decode_state(raw)
 
@@ -221,7 +282,8 @@ class CustomerBatch:
         """The customer's state before the failed event: the stored state plus this
         batch's events that were applied (``step`` updates the state in place, so a raise
         may leave a half-applied state behind). Their outputs were already taken."""
-        state = self._load(customer_id, load, index)
+        raw = load(table_key(customer_id), index)  # the stored state, never the cache's
+        state = None if raw is None else decode_state(raw)
         for event in cust.applied:
             state = self._step(state, event, now, self.policy).state
         return state

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Worker HTTP bind address.")
     batch_size: int = Field(500, ge=1, description="Max events handled per agent batch.")
     batch_timeout_s: float = Field(0.05, gt=0, description="Max wait to fill a batch.")
+    state_cache_size: int = Field(
+        200_000, ge=0, description="Customer states kept decoded in memory (0: none)."
+    )
     max_future_skew_s: float = Field(
         86400.0, description="Events dated further than this past the wall clock are rejected."
     )

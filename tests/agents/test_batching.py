@@ -88,7 +88,7 @@ def test_each_touched_customer_is_written_and_snapshotted_once(policy: Policy) -
     out = batch(policy).process(recs, store.load)
     assert out.events == 9 and out.duplicates == 0 and not out.dead_letters
     assert [w.key for w in out.writes] == [b"c1", b"c2"]
-    assert [k for k, _ in out.snapshots] == [b"c1", b"c2"]
+    assert [k for k, _, _ in out.snapshots] == [b"c1", b"c2"]
     # the write carries the position of the customer's last record (its partition/event)
     assert [w.index for w in out.writes] == [8, 7]
     # the state is loaded once per customer and batch, not once per event
@@ -100,7 +100,7 @@ def test_each_touched_customer_is_written_and_snapshotted_once(policy: Policy) -
     assert orjson.loads(out.snapshots[0][1]) == orjson.loads(
         orjson.dumps(snapshot(want.states["c1"]))
     )
-    assert [orjson.loads(v) for k, v in out.tier_changes if k == b"c1"] == [
+    assert [orjson.loads(v) for k, v, _ in out.tier_changes if k == b"c1"] == [
         orjson.loads(orjson.dumps(tier_change_to_cloudevent(c))) for c in want.outputs
     ]
 
