@@ -1,7 +1,7 @@
 """``make bench``: throughput of the tierstream worker against its references, on one
 local broker started here, over the same pre-produced input.
 
-    python -m tests.bench [--events 200000] [--repeat 3] [--only raw,faust-idiomatic,...]
+    python -m tests.bench [--events 100000] [--repeat 3] [--only raw,faust-idiomatic,...]
 
 Prints a table (events/s median (min-max), ratio vs idiomatic Faust, ratio vs raw) and
 writes the results as JSON (default ``out/bench.json``).
@@ -91,21 +91,16 @@ def _raw(ctx: Context) -> float:
     return asyncio.run(run_raw(ctx.bootstrap, ctx.topic, ctx.events, ctx.timeout_s))
 
 
-def _worker(fast: bool, no_spinner: bool = False) -> Callable[[Context], float]:
-    def run(ctx: Context) -> float:
-        from tests.bench.worker import run_worker_bench
+def _worker(ctx: Context) -> float:
+    from tests.bench.worker import run_worker_bench
 
-        return run_worker_bench(
-            bootstrap=ctx.bootstrap,
-            prefix=ctx.prefix,
-            events=ctx.events,
-            partitions=ctx.partitions,
-            fast=fast,
-            timeout_s=ctx.timeout_s,
-            no_spinner=no_spinner,
-        )
-
-    return run
+    return run_worker_bench(
+        bootstrap=ctx.bootstrap,
+        prefix=ctx.prefix,
+        events=ctx.events,
+        partitions=ctx.partitions,
+        timeout_s=ctx.timeout_s,
+    )
 
 
 PIPELINES: list[Pipeline] = [
@@ -133,25 +128,15 @@ PIPELINES: list[Pipeline] = [
     ),
     Pipeline(
         "tierstream-worker",
-        "the tierstream worker app (agents, tables, output sends), stock consumer",
-        _worker(fast=False),
-    ),
-    Pipeline(
-        "tierstream-worker+fastpath",
-        "the tierstream worker app with app.fastpath installed",
-        _worker(fast=True),
-    ),
-    Pipeline(
-        "tierstream-worker+fastpath+nospinner",
-        "same, and faust.Worker's spinner off (it sets the root logger to DEBUG)",
-        _worker(fast=True, no_spinner=True),
+        "the tierstream worker as shipped (`tierstream worker`: fast path, batches, outputs)",
+        _worker,
     ),
 ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
-    p.add_argument("--events", type=int, default=200_000, help="input events (default 200k)")
+    p.add_argument("--events", type=int, default=100_000, help="input events (default 100k)")
     p.add_argument("--customers", type=int, default=20_000, help="distinct customer ids")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--repeat", type=int, default=3, help="repetitions per pipeline")
@@ -160,7 +145,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="comma-separated pipelines (default: all): " + ",".join(x.name for x in PIPELINES),
     )
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument(
+        "--batch-size", type=int, default=500, help="batch size of the faust-batch stand-in"
+    )
     p.add_argument("--timeout", type=float, default=180.0, help="max seconds per run")
     p.add_argument("--broker", default="", help="use this broker instead of starting one")
     p.add_argument("--out", type=Path, default=Path("out/bench.json"))

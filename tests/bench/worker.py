@@ -1,5 +1,5 @@
 """The product: the tierstream worker app (``app.worker.build_worker``, exactly what
-``tierstream worker`` runs) in a subprocess, with or without :mod:`app.fastpath`.
+``tierstream worker`` runs) in a subprocess.
 
 Measured from outside, the same way for both: the benchmark consumes the worker's
 ``customers`` and ``tier-changes`` outputs and watches the consumer group's committed
@@ -7,12 +7,11 @@ offsets on the input. Once the committed offsets reach the end of the input (eve
 processed and acked), events/s = input events / (last output timestamp - first output
 timestamp); the timestamps are the worker producer's, taken when each output is sent.
 
-    python -m tests.bench.worker [--fast]      # the child; configured by TIERSTREAM_* env
+    python -m tests.bench.worker      # the child; configured by TIERSTREAM_* env
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -122,9 +121,7 @@ def run_worker_bench(
     prefix: str,
     events: int,
     partitions: int,
-    fast: bool,
     timeout_s: float,
-    no_spinner: bool = False,
 ) -> float:
     """One repetition: a fresh app id (consumer group) reads the whole input."""
     asyncio.run(_ensure_topics(bootstrap, [f"{prefix}{n}" for n in INPUTS + OUTPUTS], partitions))
@@ -141,8 +138,6 @@ def run_worker_bench(
             "TIERSTREAM_LOG_LEVEL": "WARNING",
         }
         cmd = [sys.executable, "-m", "tests.bench.worker"]
-        cmd += ["--fast"] if fast else []
-        cmd += ["--no-spinner"] if no_spinner else []
         with open(os.path.join(tmp, "worker.log"), "wb") as log:
             since_ms = int(time.time() * 1000)
             proc = subprocess.Popen(
@@ -163,28 +158,13 @@ def run_worker_bench(
                 stop_process(proc)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main() -> None:
     """The child: build the worker exactly as ``tierstream worker`` does and run it."""
-    p = argparse.ArgumentParser()
-    p.add_argument("--fast", action="store_true", help="install app.fastpath")
-    p.add_argument(
-        "--no-spinner",
-        action="store_true",
-        help="drop faust.Worker's progress spinner, which sets the root logger to DEBUG "
-        "(every logger.debug on the send path then builds a LogRecord)",
-    )
-    args = p.parse_args(argv)
     from app.settings import load_settings
     from app.worker import build_worker
 
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = build_worker(load_settings())
-    if args.fast:
-        from app import fastpath
-
-        fastpath.install(worker.app)  # type: ignore[attr-defined]
-    if args.no_spinner:
-        worker.spinner = None  # type: ignore[attr-defined]
     worker.execute_from_commandline()  # type: ignore[attr-defined]
 
 
