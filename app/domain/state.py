@@ -35,7 +35,7 @@ from typing import Any
 
 from app.domain.events import AttributeValue
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DAY_MS = 86_400_000
 #: Rolling windows, in days, kept as fixed UTC-day buckets inside the record.
 WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
@@ -243,14 +243,20 @@ _FLOATS = frozenset({"lifetime_spend", "first_day_spend", "repeat_spend"})
 
 
 def state_to_dict(state: CustomerState) -> dict[str, Any]:
-    """The changelog form: plain JSON types, buckets as ``[[day, spend, n, i], ...]``,
+    """The changelog form: plain JSON types, the buckets as two parallel lists
+    ``bucket_days`` and ``bucket_rows`` (``[spend, purchases, interactions]`` each),
     ``purchase_day_bits`` as a hex string, ``windows`` as ``[day, spend partials,
-    purchases, interactions]``. Nothing in it aliases the state."""
+    purchases, interactions]``.
+
+    The bucket rows are the state's own lists (copying them per write cost more than
+    the core's work on an event): serialize the result before the state changes again.
+    Nothing else in it aliases the state."""
     d: dict[str, Any] = {"v": SCHEMA_VERSION, "id": state.customer_id}
     for name in _SCALARS:
         d[name] = getattr(state, name)
     d["purchase_day_bits"] = format(state.purchase_day_bits, "x")
-    d["buckets"] = [[day, *vals] for day, vals in state.buckets.items()]
+    d["bucket_days"] = list(state.buckets)
+    d["bucket_rows"] = list(state.buckets.values())
     d["windows"] = state.windows.to_list()
     d["recent_ids"] = list(state.recent_ids)
     if state.attributes:
@@ -261,6 +267,7 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
 def state_from_dict(d: dict[str, Any]) -> CustomerState:
     """Inverse of :func:`state_to_dict`; migrates older schema versions.
 
+    v2 -> v3: the buckets were rows ``[day, spend, purchases, interactions]``.
     v1 -> v2: ``purchase_day_bits`` is rebuilt from the first and last purchase days and
     the buckets that hold purchases (older purchase days are not known; ``purchase_days``
     stays authoritative), and ``windows`` is computed from the buckets.
@@ -290,7 +297,7 @@ def state_from_dict(d: dict[str, Any]) -> CustomerState:
             purchase_day_bits=int(d["purchase_day_bits"], 16),
             # Values are used as stored: JSON keeps floats floats (``1.0``), and an
             # integral value read as int behaves identically in the sums.
-            buckets={row[0]: row[1:] for row in d["buckets"]},
+            buckets=dict(zip(d["bucket_days"], map(list, d["bucket_rows"]), strict=True)),
             windows=WindowSums.from_list(d["windows"]),
             recent_ids=list(d["recent_ids"]),
             attributes=dict(d.get("attributes", ())),
@@ -300,7 +307,10 @@ def state_from_dict(d: dict[str, Any]) -> CustomerState:
         if name in d:
             value = d[name]
             setattr(state, name, float(value) if name in _FLOATS else value)
-    state.buckets = {row[0]: row[1:] for row in d.get("buckets", ())}
+    if "bucket_days" in d:
+        state.buckets = dict(zip(d["bucket_days"], map(list, d["bucket_rows"]), strict=True))
+    else:  # v1, v2: rows of [day, spend, purchases, interactions]
+        state.buckets = {row[0]: row[1:] for row in d.get("buckets", ())}
     state.recent_ids = list(d.get("recent_ids", ()))
     state.attributes = dict(d.get("attributes", {}))
     if "purchase_day_bits" in d:

@@ -47,6 +47,21 @@ def test_round_trip_dict_and_orjson_bytes(seed: int) -> None:
         )
 
 
+def test_v2_bucket_rows_still_load() -> None:
+    for s in _states(5):
+        d = orjson.loads(orjson.dumps(state_to_dict(s)))
+        days, rows = d.pop("bucket_days"), d.pop("bucket_rows")
+        d["buckets"], d["v"] = [[day, *row] for day, row in zip(days, rows, strict=True)], 2
+        assert state_from_dict(d) == s
+
+
+def test_loaded_state_does_not_share_bucket_rows() -> None:
+    s = _states(6)[0]
+    copy = state_from_dict(state_to_dict(s))
+    next(iter(copy.buckets.values()))[0] += 1.0
+    assert copy != s
+
+
 def test_round_trip_of_an_empty_state() -> None:
     s = CustomerState("c")
     assert state_from_dict(orjson.loads(orjson.dumps(state_to_dict(s)))) == s
