@@ -193,13 +193,18 @@ class TierstreamRecovery(Recovery):  # type: ignore[misc]
             self.log.warning("Recovery rebalancing again")
             return
         await self._seek_then_resume()
-        # From here to the end nothing awaits before the flow is on again.
+        await self._resume_processing(standbys_ready=True)
+
+    async def _resume_processing(self, standbys_ready: bool) -> None:
+        """Faust's tail of both methods: nothing in it awaits before the flow is on."""
+        app = self.app
         self.completed.set()
         app.flow_control.resume()
         app.consumer.resume_flow()
         await cast(Any, app)._fetcher.maybe_start()
         self.tables.on_actives_ready()
-        self.tables.on_standbys_ready()
+        if standbys_ready or not app.assignor.assigned_standbys():
+            self.tables.on_standbys_ready()
         app.on_rebalance_end()
         self.log.info("Worker ready")
 
@@ -226,15 +231,7 @@ class TierstreamRecovery(Recovery):  # type: ignore[misc]
             )
             return
         await self._seek_then_resume()
-        self.completed.set()
-        app.flow_control.resume()
-        app.consumer.resume_flow()
-        await cast(Any, app)._fetcher.maybe_start()
-        self.tables.on_actives_ready()
-        if not app.assignor.assigned_standbys():
-            self.tables.on_standbys_ready()
-        app.on_rebalance_end()
-        self.log.info("Worker ready")
+        await self._resume_processing(standbys_ready=False)
 
 
 class TierstreamTableManager(TableManager):  # type: ignore[misc]
