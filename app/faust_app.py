@@ -6,11 +6,12 @@ bytes (``raw`` serializers): the core's plumbing (:mod:`app.batching`) decodes a
 
 Order of effects for one batch (at-least-once without losing outputs):
 
-1. dead letters, tier changes and snapshots are produced and the producer is flushed
-   (awaited: they are on the broker);
-2. then each touched customer's state is written to the table (store and changelog), once;
+1. dead letters, tier changes and snapshots are produced and their delivery awaited
+   (they are on the broker);
+2. then each touched customer's state is written to the table (store and changelog,
+   whose delivery is awaited too), once; the decoded states go back to the cache;
 3. the batch's events are acked when the agent asks for the next batch (:func:`take_batches`)
-   and committed later by Faust, which flushes the producer (changelog included) first.
+   and committed later by Faust.
 
 A crash before 2 reprocesses the batch with the old state: outputs repeat with the same
 deterministic ids. A crash after 2 but before the commit reprocesses the batch against the
