@@ -17,11 +17,11 @@ from faust.types.tuples import TP
 from app.policy_files import load_policy
 from app.recovery import fetch_high_watermarks
 from tests.integration._worker_data import (
-    close,
     differences,
     expected,
     generate,
     normalize,
+    same,
     topics_of,
 )
 from tests.integration._worker_proc import (
@@ -84,7 +84,7 @@ def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
         else:
             got, norm = dict(got), dict(norm)
             got.pop("tier_since"), norm.pop("tier_since")
-            assert close(got, norm), (cid, differences(got, norm))
+            assert same(got, norm), (cid, differences(got, norm))
             assert changes[cid][-1]["data"]["to_tier"] == norm["tier"], cid
 
 
