@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(None, description="Policy YAML (default: packaged).")
     web_port: int = Field(6066, description="Worker HTTP port (metrics, health, queries).")
     web_host: str = Field("127.0.0.1", description="Worker HTTP bind address.")
-    batch_size: int = Field(500, ge=1, description="Max events handled per agent batch.")
+    batch_size: int = Field(
+        2000, ge=1, description="Max events handled per agent batch (throughput vs latency)."
+    )
     batch_timeout_s: float = Field(0.05, gt=0, description="Max wait to fill a batch.")
     state_cache_size: int = Field(
         200_000, ge=0, description="Customer states kept decoded in memory (0: none)."
