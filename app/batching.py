@@ -51,9 +51,9 @@ StepFn = Callable[[CustomerState | None, Event, int, Policy], StepResult]
 StateLoader = Callable[[bytes, int], bytes | None]
 
 
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    """One consumed record, as far as the core's plumbing needs it."""
+class InputRecord(NamedTuple):
+    """One consumed record, as far as the core's plumbing needs it (a tuple: one is built
+    per consumed record, and a frozen dataclass costs several times as much to create)."""
 
     topic: str
     partition: int

@@ -101,14 +101,20 @@ def rolling(state: CustomerState, as_of: int) -> dict[str, float]:
     """Rolling sums per window as of ``as_of``: ``spend_30d``, ``purchases_90d``, ..."""
     sums = window_sums(state, as_of)
     out: dict[str, float] = {}
-    for k, w in enumerate(WINDOWS_DAYS):
+    for k, (spend_key, purchases_key, interactions_key, aov_key) in enumerate(_ROLLING_KEYS):
         spend = math.fsum(sums.spend[k])
         purchases = sums.purchases[k]
-        out[f"spend_{w}d"] = spend
-        out[f"purchases_{w}d"] = purchases
-        out[f"interactions_{w}d"] = sums.interactions[k]
-        out[f"avg_order_value_{w}d"] = spend / purchases if purchases else 0.0
+        out[spend_key] = spend
+        out[purchases_key] = purchases
+        out[interactions_key] = sums.interactions[k]
+        out[aov_key] = spend / purchases if purchases else 0.0
     return out
+
+
+_ROLLING_KEYS = [
+    (f"spend_{w}d", f"purchases_{w}d", f"interactions_{w}d", f"avg_order_value_{w}d")
+    for w in WINDOWS_DAYS
+]
 
 
 def _days_since(ts: int | None, as_of: int) -> float:
