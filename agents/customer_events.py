@@ -10,7 +10,7 @@ from typing import Any
 
 from faust.types import StreamT
 
-from app.faust_app import TierstreamApp, take_batches
+from app.faust_app import BatchTaker, TierstreamApp
 
 
 def register(app: TierstreamApp) -> Any:
@@ -19,9 +19,19 @@ def register(app: TierstreamApp) -> Any:
 
     async def customer_events(stream: StreamT[bytes]) -> None:
         await app.ready_to_process()
-        batches = take_batches(stream, settings.batch_size, settings.batch_timeout_s)
-        async for batch in batches:
-            outcome = app.process(batch)  # decode -> step, per event, in order
-            await app.publish(outcome, batch)  # send outputs, write touched customers, count
+        batches = BatchTaker(stream, settings.batch_size, settings.batch_timeout_s)
+        try:
+            while not stream.should_stop:
+                # Wait for events, but not past the next flush.
+                events = await batches.take(app.until_flush(), wake_on_suspend=app.unflushed > 0)
+                if events:
+                    outcome = app.process(events)  # decode -> step, per event, in order
+                    await app.send(outcome)  # tier changes and dead letters, on their way
+                if app.flush_due(rebalancing=batches.suspended):
+                    # snapshots, then the touched customers' states, all on the broker:
+                    # only now may Faust commit the events
+                    batches.ack(await app.flush())
+        finally:
+            batches.close()
 
     return app.faust.agent(app.inputs, name="customer-events")(customer_events)

@@ -5,10 +5,15 @@ The agent hands a batch of raw input records (topic, partition, offset, key, val
 :func:`app.domain.engine.step` per event in order, and returns a :class:`BatchOutcome`:
 
 - the encoded tier-change events, in the order the core produced them;
-- one write (key, partition, encoded state) and one snapshot per *touched* customer,
-  however many of the batch's events were theirs (a duplicate does not touch);
 - the dead letters: records that failed to decode (``InvalidEvent``), whose key is not the
   event's customer id (``key_mismatch``), or that made the core raise (``processing_error``).
+
+Touched customers are kept *dirty* in memory, not written per batch. :meth:`CustomerBatch.flush`
+(the agent calls it every ``flush_interval_s``) returns one table write and one snapshot per
+customer touched since the previous flush, however many events and batches touched them,
+like the record cache of Kafka Streams: a heavy buyer seen in every batch is encoded and
+written once per flush instead of once per batch. The agent acks the events only once a
+flush that covers them is on the broker (see :mod:`app.faust_app`).
 
 Ordering: the records of a batch are processed in the order given, which for one
 partition is offset order; a customer's events all live on one partition per topic (key =
@@ -72,17 +77,6 @@ class DeadLetter:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerWrite:
-    """The new stored state of one customer. ``index`` is the position in the batch of
-    the last record that touched the customer (its partition is the table partition)."""
-
-    key: bytes
-    value: bytes
-    partition: int
-    index: int
-
-
 class OutputRecord(NamedTuple):
     """An output record for the customer's partition (outputs are co-partitioned)."""
 
@@ -94,13 +88,21 @@ class OutputRecord(NamedTuple):
 @dataclass(slots=True)
 class BatchOutcome:
     tier_changes: list[OutputRecord] = field(default_factory=list)
-    snapshots: list[OutputRecord] = field(default_factory=list)
-    writes: list[CustomerWrite] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    #: every customer state the batch loaded, by customer id (for :class:`StateCache`)
-    states: dict[str, CustomerState] = field(default_factory=dict)
     events: int = 0
     duplicates: int = 0
+
+
+@dataclass(slots=True)
+class Flush:
+    """What :meth:`CustomerBatch.flush` hands out: per customer touched since the previous
+    flush, the new table value (``writes``) and the snapshot, both for the customer's
+    partition, in the order the customers were first touched."""
+
+    writes: list[OutputRecord] = field(default_factory=list)
+    snapshots: list[OutputRecord] = field(default_factory=list)
+    #: the flushed states by customer id (they enter :class:`StateCache` once written)
+    states: dict[str, CustomerState] = field(default_factory=dict)
 
 
 def encode_state(state: CustomerState) -> bytes:
@@ -132,13 +134,14 @@ def wall_clock_ms() -> int:
 
 
 class StateCache:
-    """Decoded states of this worker's customers, least recently used first.
+    """Decoded states of this worker's customers that are written (clean), least recently
+    used first.
 
     Decoding a stored state costs more than running the core on an event, so hot
-    customers stay decoded between batches. A batch *takes* its customers' states out of
-    the cache (``step`` changes them in place) and they are *put back* only once the batch's
-    outputs and table writes are on the broker; a batch that fails or is abandoned leaves
-    them out, and the next load decodes the stored state again. Cleared when partitions
+    customers stay decoded between flushes. A customer's state is *taken* out of the cache
+    when an event of theirs is applied (``step`` changes it in place; it is then dirty) and
+    *put back* only once a flush has written it; a state whose flush fails never comes
+    back, and the next load decodes the stored state again. Cleared when partitions
     are revoked: another worker may change those customers before they come back.
     """
 
@@ -165,21 +168,25 @@ class StateCache:
 
 
 @dataclass(slots=True)
-class _Customer:
-    """Working copy of one customer during a batch."""
+class _Dirty:
+    """A customer touched since the last flush: the state in memory is ahead of the table
+    by ``applied`` (in order), all from partition ``partition``."""
 
-    state: CustomerState | None
+    state: CustomerState
+    partition: int
     applied: list[Event] = field(default_factory=list)
-    partition: int = 0
-    index: int = -1
 
 
 class CustomerBatch:
-    """Runs the core over batches of input records; keeps the partition clocks.
+    """Runs the core over batches of input records; keeps the partition clocks and the
+    customers touched since the last flush.
 
     ``kinds`` maps a full topic name to the kind of event it carries. ``now`` given to the
     core is the partition clock: the largest event time seen on that partition (of any
     input topic: they are co-partitioned) by this process.
+
+    Between :meth:`flush` and :meth:`flushed` (the flush's records are being delivered)
+    no batch may be processed: the table does not hold the flushed states yet.
     """
 
     def __init__(
@@ -199,10 +206,18 @@ class CustomerBatch:
         self._step = step_fn
         self._clock = clock
         self.cache = StateCache(cache_size)
+        self._dirty: dict[str, _Dirty] = {}
+        #: events applied since the last flush (what a flush will make durable)
+        self.unflushed_events = 0
+
+    @property
+    def dirty_customers(self) -> int:
+        """Customers touched since the last flush."""
+        return len(self._dirty)
 
     def process(self, records: Sequence[InputRecord], load: StateLoader) -> BatchOutcome:
         out = BatchOutcome()
-        customers: dict[str, _Customer] = {}
+        dirty = self._dirty
         max_ts = self._clock() + self.max_future_skew_ms
         clocks = self.partition_clocks
         for index, record in enumerate(records):
@@ -212,46 +227,69 @@ class CustomerBatch:
                 out.dead_letters.append(_dead_letter(record, exc.reason, exc.detail))
                 continue
             out.events += 1
-            now = clocks.get(record.partition, 0)
+            partition = record.partition
+            now = clocks.get(partition, 0)
             if event.occurred_at > now:
-                now = clocks[record.partition] = event.occurred_at
-            cust = customers.get(event.customer_id)
+                now = clocks[partition] = event.occurred_at
+            customer_id = event.customer_id
+            entry = dirty.get(customer_id)
+            state: CustomerState | None = None
             try:
-                if cust is None:
-                    cust = customers[event.customer_id] = _Customer(
-                        self._load(event.customer_id, load, index)
-                    )
-                result = self._step(cust.state, event, now, self.policy)
+                state = entry.state if entry is not None else self._load(customer_id, load, index)
+                result = self._step(state, event, now, self.policy)
             except Exception as exc:
                 self._on_error(record, exc, out)
-                if cust is not None:
-                    cust.state = self._rebuild(cust, event.customer_id, load, index, now)
+                if entry is not None:
+                    entry.state = self._rebuild(entry, customer_id, load, index, now)
+                # A clean state may be half-applied now: it stays out of the cache, and
+                # the next load decodes the stored one.
                 continue
             if result.duplicate:
                 out.duplicates += 1
+                if entry is None and state is not None:  # still clean: back to the cache
+                    self.cache.put_back({customer_id: state})
                 continue
-            cust.state = result.state
-            cust.applied.append(event)
-            cust.partition = record.partition
-            cust.index = index
+            if entry is None:
+                entry = dirty[customer_id] = _Dirty(result.state, partition)
+            else:
+                entry.state = result.state
+            entry.applied.append(event)
+            self.unflushed_events += 1
             for change in result.outputs:
                 out.tier_changes.append(
                     OutputRecord(
-                        table_key(change.customer_id), encode_tier_change(change), record.partition
+                        table_key(change.customer_id), encode_tier_change(change), partition
                     )
                 )
-        for customer_id, cust in customers.items():
-            if not cust.applied or cust.state is None:
-                continue
-            key = table_key(customer_id)
-            out.writes.append(
-                CustomerWrite(key, encode_state(cust.state), cust.partition, cust.index)
-            )
-            out.snapshots.append(
-                OutputRecord(key, encode_snapshot(snapshot(cust.state)), cust.partition)
-            )
-        out.states = {cid: c.state for cid, c in customers.items() if c.state is not None}
         return out
+
+    def flush(self) -> Flush:
+        """The table writes and snapshots of every customer touched since the last flush;
+        afterwards nothing is dirty. Call :meth:`flushed` once they are on the broker."""
+        dirty, self._dirty = self._dirty, {}
+        self.unflushed_events = 0
+        out = Flush()
+        for customer_id, entry in dirty.items():
+            key = table_key(customer_id)
+            out.writes.append(OutputRecord(key, encode_state(entry.state), entry.partition))
+            out.snapshots.append(
+                OutputRecord(key, encode_snapshot(snapshot(entry.state)), entry.partition)
+            )
+            out.states[customer_id] = entry.state
+        return out
+
+    def flushed(self, flush: Flush) -> None:
+        """The flush's writes are on the broker: keep its states decoded."""
+        if self.cache.capacity:
+            self.cache.put_back(flush.states)
+
+    def discard(self) -> None:
+        """Forget every dirty customer and every cached state (partitions were revoked, or
+        processing failed): the next load reads the table. The caller must not ack the
+        events applied since the last flush; they will be consumed again."""
+        self._dirty.clear()
+        self.unflushed_events = 0
+        self.cache.clear()
 
     def _decode(self, record: InputRecord, max_ts: int) -> Event:
         if record.value is None:
@@ -264,11 +302,6 @@ class CustomerBatch:
             )
         return event
 
-    def done(self, outcome: BatchOutcome) -> None:
-        """The batch's outputs and writes are on the broker: keep its states decoded."""
-        if self.cache.capacity:
-            self.cache.put_back(outcome.states)
-
     def _load(self, customer_id: str, load: StateLoader, index: int) -> CustomerState | None:
         state = self.cache.take(customer_id)
         if state is not None:
@@ -277,15 +310,16 @@ class CustomerBatch:
         return None if raw is None else decode_state(raw)
 
     def _rebuild(
-        self, cust: _Customer, customer_id: str, load: StateLoader, index: int, now: int
-    ) -> CustomerState | None:
-        """The customer's state before the failed event: the stored state plus this
-        batch's events that were applied (``step`` updates the state in place, so a raise
-        may leave a half-applied state behind). Their outputs were already taken."""
+        self, entry: _Dirty, customer_id: str, load: StateLoader, index: int, now: int
+    ) -> CustomerState:
+        """The customer's state before the failed event: the stored state (as of the last
+        flush) plus the events applied since (``step`` updates the state in place, so a
+        raise may leave a half-applied state behind). Their outputs were already taken."""
         raw = load(table_key(customer_id), index)  # the stored state, never the cache's
         state = None if raw is None else decode_state(raw)
-        for event in cust.applied:
+        for event in entry.applied:
             state = self._step(state, event, now, self.policy).state
+        assert state is not None  # at least one event was applied
         return state
 
     def _on_error(self, record: InputRecord, exc: Exception, out: BatchOutcome) -> None:
@@ -317,6 +351,7 @@ class Counters:
     events: int = 0
     duplicates: int = 0
     tier_changes: int = 0
+    flushes: int = 0
     customers_written: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
 
@@ -325,9 +360,12 @@ class Counters:
         self.events += outcome.events
         self.duplicates += outcome.duplicates
         self.tier_changes += len(outcome.tier_changes)
-        self.customers_written += len(outcome.writes)
         for dl in outcome.dead_letters:
             self.dead_letters[dl.reason] = self.dead_letters.get(dl.reason, 0) + 1
+
+    def add_flush(self, flush: Flush) -> None:
+        self.flushes += 1
+        self.customers_written += len(flush.writes)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -335,6 +373,7 @@ class Counters:
             "events": self.events,
             "duplicates": self.duplicates,
             "tier_changes": self.tier_changes,
+            "flushes": self.flushes,
             "customers_written": self.customers_written,
             "dead_letters": dict(self.dead_letters),
         }

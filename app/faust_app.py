@@ -1,35 +1,41 @@
-"""The Faust app: topics, the customer-state table, the web page and the batch publisher.
+"""The Faust app: topics, the customer-state table, the web page, taking batches and
+publishing what they produce.
 
 :func:`create_app` builds a :class:`TierstreamApp` from :class:`~app.settings.Settings`;
 the agents (``agents/``) attach themselves to it. Everything on the hot path uses raw
-bytes (``raw`` serializers): the core's plumbing (:mod:`app.batching`) decodes and encodes.
+bytes: the core's plumbing (:mod:`app.batching`) decodes and encodes.
 
-Order of effects for one batch (at-least-once without losing outputs):
+Order of effects (at-least-once without losing outputs)
+-------------------------------------------------------
+Per batch: the core runs over the events; their tier changes and dead letters are sent
+(delivery not awaited yet); the touched customers stay dirty in memory.
+Per flush (every ``flush_interval_s``, sooner when many events are unflushed or a
+rebalance waits):
 
-1. dead letters, tier changes and snapshots are produced and their delivery awaited
-   (they are on the broker);
-2. then each touched customer's state is written to the table (store and changelog,
-   whose delivery is awaited too), once; the decoded states go back to the cache;
-3. the batch's events are acked when the agent asks for the next batch (:func:`take_batches`)
-   and committed later by Faust.
+1. the snapshot of every customer touched since the last flush is sent, and the delivery
+   of everything sent so far (tier changes, dead letters, snapshots) is awaited;
+2. then each of those customers' state is written to the table (store and changelog,
+   whose delivery is awaited too), once;
+3. then the events applied since the previous flush are acked; Faust commits them later.
 
-A crash before 2 reprocesses the batch with the old state: outputs repeat with the same
-deterministic ids. A crash after 2 but before the commit reprocesses the batch against the
-new state: the core drops the events as duplicates (recent-event-id set). Writing the table
-before the outputs were on the broker could lose outputs for good, so it is not done.
+A crash before 2 reprocesses the unflushed events from the old state: outputs repeat
+with the same deterministic ids. A crash after 2 but before the commit reprocesses them
+against the new state: the core drops them as duplicates (recent-event-id set). Writing
+the table before the outputs were on the broker could lose outputs for good, so it is not
+done; acking before the table write could lose state, so it is not done either.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 from faust.types import EventT as _EventT
 from mode.utils.aiter import aiter
 
@@ -115,111 +121,131 @@ def _credentials(settings: Settings) -> Any:
     )
 
 
-@contextlib.contextmanager
-def acting_for(event: StreamEvent) -> Iterator[None]:
-    """Make ``event`` Faust's current event, as inside ``async for event in stream``.
+class _AtPartition:
+    """Stands in for Faust's current event when a table is written outside a stream
+    iteration: Faust tables pick the changelog partition, and the RocksDB store its
+    per-partition database, from ``current_event().message.partition``."""
 
-    Faust tables pick the changelog partition (and the RocksDB store its per-partition
-    database) from the current event; in a batch from ``take_events`` that is the batch's
-    last event, not the one whose customer is being written.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, partition: int) -> None:
+        self.message = TP(topic="", partition=partition)
 
 
-async def take_batches(stream: Any, max_: int, within: float) -> AsyncIterator[list[StreamEvent]]:
-    """Batches of up to ``max_`` events from the agent's stream, waiting at most ``within``
-    seconds after the first event to fill one. Each batch is acked once the caller asks
-    for the next one, i.e. after the loop body finished.
+class BatchTaker:
+    """Batches of events from an agent's stream, taken straight from its channel queue,
+    acked only when the caller says so.
 
     Why not ``Stream.take_events``
     ------------------------------
     ``take_events`` runs every event through the stream's per-event iterator (context
     variable, processors, sensors, an event-loop turn per event): ~30 us an event, a
-    quarter of the worker's time. It also acks in a ``finally``: when the worker stops
-    (or the agent raises) mid-batch, closing the generator acks events that were never
-    processed, Faust commits their offsets on shutdown and they are lost.
+    quarter of the worker's time. It also acks a batch as soon as the next one is asked
+    for, or in a ``finally`` when the worker stops mid-batch: events that were never
+    processed (or whose state was not written yet) get committed and are lost.
 
     What this does instead
     ----------------------
     It iterates the stream's channel itself: ``aiter(stream.channel)`` subscribes (the
     conductor then puts each decoded event into that channel's queue, as for any stream)
-    and the batch is taken from the queue in bulk. Per event it does what
+    and :meth:`take` takes events from the queue in bulk. Per event it does what
     ``Stream.__aiter__`` does (faust-streaming 0.15.3) that matters here:
 
     * events of an older consumer generation, or delivered while flow control is
       suspended (a rebalance), are skipped and acked, exactly as the stream skips them;
-    * a message of an acking topic is tracked as unacked (``Consumer.unacked``) until acked,
-      so a rebalance waits for it;
-    * the ``on_message_in``/``on_message_out`` sensor calls are kept (Faust's monitor
-      counts with them). Processors and per-stream sensors are not run: the agent has none.
+    * a message of an acking topic is tracked as unacked (``Consumer.unacked``) until
+      acked, so a rebalance (``Consumer.wait_empty``) waits for it.
 
-    An abandoned batch (the worker stops, the body raises) stays unacked and is consumed
-    again after a restart; the core drops what it had already applied.
+    Processors are not run (the agent has none), and neither are Faust's sensor hooks
+    (``on_message_in/out``, ``on_stream_event_in/out``: ~2 us an event for counters of
+    Faust's own monitor, which tierstream does not use; its metrics are its own).
+    Events taken and never acked (the worker stops, the agent raises) are consumed again
+    after a restart; the core drops what it had already applied.
     """
-    app = stream.app
-    channel: Any = aiter(stream.channel)  # registers with the conductor: events reach its queue
-    queue = channel.queue
-    consumer = app.consumer
-    unacked_add = consumer.unacked.add
-    acking_topics = app.topics.acking_topics
-    flow_active = app.flow_control.is_active
-    on_message_in = app.sensors.on_message_in
-    on_message_out = app.sensors.on_message_out
-    loop = asyncio.get_running_loop()
-    skipped: list[StreamEvent] = []
-    try:
-        while not stream.should_stop:
-            batch: list[StreamEvent] = []
-            deadline: float | None = None
-            while len(batch) < max_:
-                if queue.empty():
-                    timeout = None if deadline is None else deadline - loop.time()
-                    if timeout is not None and timeout <= 0:
-                        break
-                    got, results, _ = await stream.wait_first(queue.get(), timeout=timeout)
-                    if not got:  # timed out, or the stream stops
-                        break
-                    events: list[StreamEvent] = [results[0]]
-                else:
-                    events = [queue.get_nowait()]
-                while len(batch) + len(events) < max_ and not queue.empty():
-                    events.append(queue.get_nowait())
-                generation = app.consumer_generation_id
-                active = flow_active()
-                for event in events:
-                    message = event.message
-                    if not active or message.generation_id != generation:
-                        skipped.append(event)
-                        continue
-                    if message.topic in acking_topics and not message.tracked:
-                        message.tracked = True  # as Consumer.track_message
-                        unacked_add(message)
-                        on_message_in(message.tp, message.offset, message)
-                    batch.append(event)
-                if deadline is None and batch:
-                    deadline = loop.time() + within
-            for event in skipped:
-                _ack(event, on_message_out)
-            skipped.clear()
-            if stream.should_stop and not batch:
-                break
-            if batch:
-                yield batch
-                for event in batch:  # resumed normally: the batch is done
-                    _ack(event, on_message_out)
-    finally:
-        channel.on_stop_iteration()
+
+    def __init__(self, stream: Any, max_: int, within: float) -> None:
+        self.stream = stream
+        self.max = max_
+        self.within = within
+        app = stream.app
+        self._app = app
+        channel: Any = aiter(stream.channel)  # subscribes: events reach its queue
+        self._channel = channel
+        self._queue = channel.queue
+        self._suspend_flow: asyncio.Event = app.consumer.suspend_flow
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def suspended(self) -> bool:
+        """Flow control is suspended: a rebalance is waiting for unacked events."""
+        return self._suspend_flow.is_set()
+
+    async def take(
+        self, timeout: float | None = None, *, wake_on_suspend: bool = False
+    ) -> list[StreamEvent]:
+        """Up to ``max`` events: waits for the first one at most ``timeout`` seconds (None:
+        as long as it takes), then at most ``within`` seconds for more. Returns an empty
+        list when the timeout passes, the stream stops, or (``wake_on_suspend``) flow
+        control is suspended."""
+        app, queue, loop, stream = self._app, self._queue, self._loop, self.stream
+        acking_topics = app.topics.acking_topics
+        unacked_add = app.consumer.unacked.add
+        batch: list[StreamEvent] = []
+        deadline = None if timeout is None else loop.time() + timeout
+        filling = False
+        while len(batch) < self.max:
+            if queue.empty():
+                if wake_on_suspend and self._suspend_flow.is_set():
+                    break
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    break
+                waits: list[Any] = [queue.get()]
+                if wake_on_suspend:
+                    waits.append(self._suspend_flow.wait())
+                got, results, _ = await stream.wait_first(*waits, timeout=left)
+                if not got or got[0] is not waits[0]:  # timed out, stopping, or suspended
+                    break
+                events: list[StreamEvent] = [results[0]]
+            else:
+                events = [queue.get_nowait()]
+            while len(batch) + len(events) < self.max and not queue.empty():
+                events.append(queue.get_nowait())
+            generation = app.consumer_generation_id
+            active = app.flow_control.is_active()
+            for event in events:
+                message = event.message
+                if not active or message.generation_id != generation:
+                    event.ack()  # as the stream does: skipped, and acked
+                    continue
+                if message.topic in acking_topics and not message.tracked:
+                    message.tracked = True  # as Consumer.track_message
+                    unacked_add(message)
+                batch.append(event)
+            if batch and not filling:
+                filling = True
+                deadline = loop.time() + self.within
+        return batch
+
+    @staticmethod
+    def ack(events: Sequence[StreamEvent]) -> None:
+        """Mark the events done: Faust commits their offsets on its next commit."""
+        for event in events:
+            event.ack()
+
+    def close(self) -> None:
+        self._channel.on_stop_iteration()
 
 
-def _ack(event: StreamEvent, on_message_out: Any) -> None:
-    """``Stream.ack`` without the per-stream sensor (see :func:`take_batches`)."""
-    if event.ack():
-        message = event.message
-        on_message_out(message.tp, message.offset, message)
+class RawTopic(faust.Topic):  # type: ignore[misc]
+    """A topic of raw bytes: events are built without Faust's schema machinery (the
+    conductor calls :meth:`decode` once per message; the core's plumbing decodes)."""
+
+    async def decode(self, message: Any, *, propagate: bool = False) -> StreamEvent:
+        event: StreamEvent = self.app.create_event(
+            message.key, message.value, message.headers, message
+        )
+        return event
 
 
 def record_of(event: StreamEvent) -> InputRecord:
@@ -232,35 +258,58 @@ class BatchSender:
 
     One ``AIOKafkaProducer.send`` per record costs a future, a partitioner call and an
     accumulator lookup each (more than the core's work on an event); a batch per
-    partition costs one future per ~16 kB. :meth:`delivered` waits until every record
-    sent so far is on the broker.
+    partition costs one future per ~16 kB. :meth:`send_open` hands the partly filled
+    batches to the producer; :meth:`delivered` waits until every record sent so far is on
+    the broker.
     """
 
     def __init__(self, producer: Any) -> None:
-        self._kafka = producer._ensure_producer()  # the aiokafka AIOKafkaProducer
+        self._producer = producer  # Faust's; its aiokafka producer exists once started
+        self._kafka: Any = None
         self._open: dict[tuple[str, int], Any] = {}
         self.pending: list[Any] = []
 
     async def add(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         batch = self._open.get((topic, partition))
         if batch is None:
-            batch = self._open[(topic, partition)] = self._kafka.create_batch()
+            batch = self._open[(topic, partition)] = self._create_batch()
         if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
             await self._send(topic, partition, batch)
-            batch = self._open[(topic, partition)] = self._kafka.create_batch()
+            batch = self._open[(topic, partition)] = self._create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
+
+    async def add_with_headers(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """One record with headers, partitioned by key (dead letters: rare)."""
+        self.pending.append(await self._producer.send(topic, key, value, None, None, headers))
+
+    def _create_batch(self) -> Any:
+        if self._kafka is None:
+            self._kafka = self._producer._ensure_producer()  # the aiokafka AIOKafkaProducer
+        return self._kafka.create_batch()
 
     async def _send(self, topic: str, partition: int, batch: Any) -> None:
         self.pending.append(await self._kafka.send_batch(batch, topic, partition=partition))
 
-    async def delivered(self) -> None:
+    async def send_open(self) -> None:
+        """Hand every partly filled batch to the producer (without awaiting delivery)."""
         for (topic, partition), batch in self._open.items():
             await self._send(topic, partition, batch)
         self._open.clear()
+
+    async def delivered(self) -> None:
+        """Send what is open and wait until everything sent so far is on the broker."""
+        await self.send_open()
         if self.pending:
-            await asyncio.gather(*self.pending)
-            self.pending.clear()
+            pending, self.pending = self.pending, []
+            await asyncio.gather(*pending)
+
+
+#: Flush sooner than ``flush_interval_s`` once this many events are unflushed (bounds the
+#: memory they and the dirty states hold, and the work a crash repeats).
+MAX_UNFLUSHED_EVENTS = 50_000
 
 
 class TierstreamApp:
@@ -271,8 +320,11 @@ class TierstreamApp:
         self.policy = policy
         self.faust = faust.App(settings.app_id, **faust_config(settings))
         parts = settings.partitions
-        self.inputs = self.faust.topic(
-            *(settings.topic(name) for name in INPUT_KINDS), partitions=parts, **_RAW
+        self.inputs = RawTopic(
+            self.faust,
+            topics=[settings.topic(name) for name in INPUT_KINDS],
+            partitions=parts,
+            **_RAW,
         )
         self.tier_changes = self.faust.topic(
             settings.topic("tier-changes"), partitions=parts, **_RAW
@@ -294,15 +346,31 @@ class TierstreamApp:
             cache_size=settings.state_cache_size,
         )
         self.counters = Counters()
+        self.sender = BatchSender(self.faust.producer)
+        #: events handled since the last flush, in order: acked once a flush covers them
+        self._unflushed: list[StreamEvent] = []
+        self._flush_at: float | None = None
+        self._revocations = 0
+        self._at_partition: dict[int, _AtPartition] = {}
         self._outputs_declared = False
-        self._clear_cache_on_rebalance()
+        self._forget_on_revocation()
         self._add_pages()
 
-    def _clear_cache_on_rebalance(self) -> None:
-        cache = self.batch.cache
-
+    def _forget_on_revocation(self) -> None:
         async def _revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-            cache.clear()
+            # Faust waited for every taken event to be acked (Consumer.wait_empty), so
+            # normally nothing is unflushed here. If something is (the wait was cut
+            # short), it is dropped unacked: the partition's next owner consumes it again
+            # from the committed offset, against the state in the table.
+            if self._unflushed:
+                log.warning(
+                    "partitions revoked with %d unflushed events; they will be consumed again",
+                    len(self._unflushed),
+                )
+            self._unflushed = []
+            self._flush_at = None
+            self._revocations += 1
+            self.batch.discard()  # another worker may change those customers meanwhile
 
         self.faust.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]
 
@@ -328,63 +396,116 @@ class TierstreamApp:
                 await topic.maybe_declare()
             self._outputs_declared = True
 
+    # -- per batch -----------------------------------------------------------------------
     def process(self, events: Sequence[StreamEvent]) -> BatchOutcome:
-        """Decode and run the core over a batch of stream events (no side effects yet)."""
+        """Decode and run the core over a batch of stream events; the touched customers
+        become dirty (see :meth:`flush`), the events unflushed."""
         table = self.customer_state
         set_current, reset_current = _current_event.set, _current_event.reset
 
         def load(key: bytes, index: int) -> bytes | None:
-            token = set_current(weakref.ref(events[index]))  # acting_for, inlined: hot
+            token = set_current(weakref.ref(events[index]))  # the event's partition's store
             try:
                 value: bytes | None = table.get(key)
             finally:
                 reset_current(token)
             return value
 
-        return self.batch.process([record_of(e) for e in events], load)
+        records = [
+            InputRecord(m.topic, m.partition, m.offset, m.key, m.value)
+            for m in (e.message for e in events)
+        ]
+        outcome = self.batch.process(records, load)
+        # In the same synchronous step as the processing: a revocation drops both or neither.
+        self._unflushed.extend(events)
+        if self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().time() + self.settings.flush_interval_s
+        return outcome
 
-    async def publish(self, outcome: BatchOutcome, events: Sequence[StreamEvent]) -> None:
-        """Send the outputs and wait until they are on the broker, then write each touched
-        customer to the table once and wait until the changelog records are on the broker
-        too (see the module docstring for why in this order).
+    async def send(self, outcome: BatchOutcome) -> None:
+        """Send a batch's tier changes and dead letters; their delivery is awaited by the
+        next :meth:`flush`, before any state that reflects them is written.
 
         Records go to the Kafka producer directly (Faust's ``Producer.send``: enqueue, get
         the delivery future), not through ``Topic.send`` and not through Faust's
         ``send_soon`` buffer: ``Topic.send`` costs more than the whole core per record,
         and the buffer's ``flush`` gives up after 0.1 s without progress, so it is no
         barrier: a commit could overtake changelog or output records still in it.
-        ``table[key] = value`` uses that buffer for the changelog, so the store and the
-        changelog are written here directly, as Faust would.
         """
-        out = BatchSender(self.faust.producer)
-        for dl in outcome.dead_letters:  # rare: one at a time, with their headers
-            out.pending.append(
-                await self.faust.producer.send(
-                    self._dead_letter, dl.key, dl.value, None, None, dl.headers
-                )
-            )
+        out = self.sender
+        for dl in outcome.dead_letters:
+            await out.add_with_headers(self._dead_letter, dl.key, dl.value, dl.headers)
         for record in outcome.tier_changes:
             await out.add(self._tier_changes, record.partition, record.key, record.value)
-        for record in outcome.snapshots:
+        await out.send_open()  # on its way now, not at the flush: tier changes are news
+        self.counters.add(outcome)
+
+    # -- per flush -----------------------------------------------------------------------
+    def until_flush(self) -> float | None:
+        """Seconds until the next flush is due; None when nothing is unflushed."""
+        if self._flush_at is None:
+            return None
+        return max(self._flush_at - asyncio.get_running_loop().time(), 0.0)
+
+    @property
+    def unflushed(self) -> int:
+        """Events handled since the last flush."""
+        return len(self._unflushed)
+
+    def flush_due(self, *, rebalancing: bool = False) -> bool:
+        """Time to flush: the interval passed, many events are unflushed, or a rebalance
+        waits for them to be acked."""
+        if not self._unflushed:
+            return False
+        return (
+            rebalancing or len(self._unflushed) >= MAX_UNFLUSHED_EVENTS or self.until_flush() == 0.0
+        )
+
+    async def flush(self) -> list[StreamEvent]:
+        """Make everything handled since the last flush durable; returns those events,
+        which the caller may now ack (see the module docstring for the order).
+
+        ``table[key] = value`` would send the changelog record through Faust's
+        ``send_soon`` buffer (no barrier, see :meth:`send`), so the store and the
+        changelog are written here directly, as Faust would.
+        """
+        events, self._unflushed = self._unflushed, []
+        self._flush_at = None
+        revocations = self._revocations
+        flush = self.batch.flush()
+        out = self.sender
+        for record in flush.snapshots:
             await out.add(self._customers, record.partition, record.key, record.value)
-        await out.delivered()
+        await out.delivered()  # tier changes, dead letters and snapshots are on the broker
         table = self.customer_state
         store = table.data
         changelog = table.changelog_topic.get_topic_name()
-        for write in outcome.writes:
-            with acting_for(events[write.index]):
+        set_current, reset_current = _current_event.set, _current_event.reset
+        for write in flush.writes:
+            token = set_current(weakref.ref(self._marker(write.partition)))  # type: ignore[arg-type]
+            try:
                 store[write.key] = write.value
+            finally:
+                reset_current(token)
             await out.add(changelog, write.partition, write.key, write.value)
-        await out.delivered()
-        self.batch.done(outcome)
-        self.counters.add(outcome)
+        await out.delivered()  # the states are on the broker
+        if revocations == self._revocations:  # else the cache was cleared meanwhile
+            self.batch.flushed(flush)
+        self.counters.add_flush(flush)
         if log.isEnabledFor(logging.DEBUG):
             done: dict[str, list[int]] = {}
             for e in events:
                 done.setdefault(f"{e.message.topic}[{e.message.partition}]", []).append(
                     e.message.offset
                 )
-            log.debug("batch of %d done, offsets %s", len(events), done)
+            log.debug("flushed %d customers, %d events: %s", len(flush.writes), len(events), done)
+        return events
+
+    def _marker(self, partition: int) -> _AtPartition:
+        marker = self._at_partition.get(partition)
+        if marker is None:
+            marker = self._at_partition[partition] = _AtPartition(partition)
+        return marker
 
 
 def create_app(settings: Settings, policy: Policy | None = None) -> TierstreamApp:

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         2000, ge=1, description="Max events handled per agent batch (throughput vs latency)."
     )
     batch_timeout_s: float = Field(0.05, gt=0, description="Max wait to fill a batch.")
+    flush_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often touched customers are written (table, snapshot) and the "
+        "input acked; a customer is written once per flush however often touched.",
+    )
     state_cache_size: int = Field(
         200_000, ge=0, description="Customer states kept decoded in memory (0: none)."
     )

@@ -198,7 +198,7 @@ def _evaluate(state: CustomerState, at: int, policy: Policy, cause: str) -> list
     tier = policy.tier(decision.tier)
     return [
         TierChange(
-            id=output_id(state.customer_id, "tier_change", cause),
+            id=output_id(state.customer_id, "tier_change", cause, previous or "", decision.tier),
             customer_id=state.customer_id,
             at=at,
             from_tier=previous,

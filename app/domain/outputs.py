@@ -1,8 +1,13 @@
 """Output events of the core, and the per-customer snapshot.
 
-Every output carries a deterministic ``id`` derived from the customer, the kind of output
-and its cause (an input ``event_id`` or a timer), so a replay after a crash produces the
-same ids and downstream consumers can de-duplicate.
+Every output carries a deterministic ``id`` derived from the customer, the kind of output,
+its cause (an input ``event_id`` or a timer) and what it says (for a tier change: from and
+to), so a replay after a crash produces the same ids and downstream consumers can
+de-duplicate. What it says is part of the id because a replay does not always say the
+same: per customer, the order of events *across* input topics is the order the worker
+happened to fetch them, so a replay may interleave a purchase and an interaction
+differently and the same event can then cause a different transition. That is a different
+output, and it gets a different id instead of being mistaken for a repeat.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ _NAMESPACE = uuid.UUID("6f0e8d55-3c1a-4d53-9a57-2f1f7f0c9d10")
 Direction = Literal["new", "up", "down"]
 
 
-def output_id(customer_id: str, kind: str, cause: str) -> str:
-    """Deterministic id (UUIDv5) of an output event."""
-    return str(uuid.uuid5(_NAMESPACE, f"{kind}\x1f{customer_id}\x1f{cause}"))
+def output_id(customer_id: str, kind: str, cause: str, *says: str) -> str:
+    """Deterministic id (UUIDv5) of an output event: customer, kind, cause and what the
+    output says (``says``, e.g. the from and to tier)."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join((kind, customer_id, cause, *says))))
 
 
 @dataclass(frozen=True, slots=True)

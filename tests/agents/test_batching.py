@@ -11,6 +11,7 @@ from app.batching import (
     INPUT_KINDS,
     Counters,
     CustomerBatch,
+    Flush,
     InputRecord,
     dead_letter_headers,
     decode_state,
@@ -58,9 +59,13 @@ class Store:
         self.reads.append((key, index))
         return self.data.get(key)
 
-    def apply(self, outcome: Any) -> None:
-        for w in outcome.writes:
+    def flush(self, b: CustomerBatch) -> Flush:
+        """Flush ``b`` into this store, as the agent does once the writes are delivered."""
+        flush = b.flush()
+        for w in flush.writes:
             self.data[w.key] = w.value
+        b.flushed(flush)
+        return flush
 
 
 def records(
@@ -78,51 +83,85 @@ def batch(policy: Policy, **kw: Any) -> CustomerBatch:
     return CustomerBatch(policy, KINDS, 86_400.0, clock=lambda: T0 + 1000 * DAY, **kw)
 
 
-def test_each_touched_customer_is_written_and_snapshotted_once(policy: Policy) -> None:
+def test_each_touched_customer_is_written_and_snapshotted_once_per_flush(policy: Policy) -> None:
     recs = records(
-        [("purchases", doc("c1", i)) for i in range(5)]
+        [("purchases", doc("c1", i)) for i in range(3)]
         + [("interactions", doc("c2", i, "interaction")) for i in range(3)]
-        + [("purchases", doc("c1", 9))]
+        + [("purchases", doc("c1", i)) for i in (3, 4)],
+        partition=2,
     )
     store = Store()
-    out = batch(policy).process(recs, store.load)
-    assert out.events == 9 and out.duplicates == 0 and not out.dead_letters
-    assert [w.key for w in out.writes] == [b"c1", b"c2"]
-    assert [k for k, _, _ in out.snapshots] == [b"c1", b"c2"]
-    # the write carries the position of the customer's last record (its partition/event)
-    assert [w.index for w in out.writes] == [8, 7]
-    # the state is loaded once per customer and batch, not once per event
+    b = batch(policy)
+    out = b.process(recs[:5], store.load)
+    more = b.process(recs[5:] + records([("purchases", doc("c1", 9))], partition=2), store.load)
+    assert (out.events, more.events) == (5, 4) and out.duplicates == more.duplicates == 0
+    assert not out.dead_letters and store.data == {}  # nothing written before the flush
+    assert (b.dirty_customers, b.unflushed_events) == (2, 9)
+    flush = store.flush(b)
+    assert [w.key for w in flush.writes] == [b"c1", b"c2"]  # first touched first
+    assert [k for k, _, _ in flush.snapshots] == [b"c1", b"c2"]
+    assert {w.partition for w in flush.writes + flush.snapshots} == {2}
+    assert (b.dirty_customers, b.unflushed_events) == (0, 0)
+    # the state is loaded once per customer and flush, not once per event or batch
     assert [k for k, _ in store.reads] == [b"c1", b"c2"]
     # and equals what the core computes for the customer's events in order
     events = [decode_event(orjson.dumps(doc("c1", i)), kind="purchase") for i in (0, 1, 2, 3, 4, 9)]
     want = replay(events, policy)
-    assert decode_state(out.writes[0].value) == want.states["c1"]
-    assert orjson.loads(out.snapshots[0][1]) == orjson.loads(
+    assert decode_state(store.data[b"c1"]) == want.states["c1"]
+    assert orjson.loads(flush.snapshots[0][1]) == orjson.loads(
         orjson.dumps(snapshot(want.states["c1"]))
     )
-    assert [orjson.loads(v) for k, v, _ in out.tier_changes if k == b"c1"] == [
+    changes = out.tier_changes + more.tier_changes
+    assert [orjson.loads(v) for k, v, _ in changes if k == b"c1"] == [
         orjson.loads(orjson.dumps(tier_change_to_cloudevent(c))) for c in want.outputs
     ]
+    # an empty flush writes nothing
+    assert store.flush(b) == Flush()
 
 
-def test_batches_continue_from_the_stored_state_and_drop_duplicates(policy: Policy) -> None:
+def test_flushes_continue_from_the_stored_state_and_drop_duplicates(policy: Policy) -> None:
     store = Store()
     b = batch(policy)
     first = records([("purchases", doc("c1", i)) for i in range(3)])
-    store.apply(b.process(first, store.load))
+    b.process(first, store.load)
+    store.flush(b)
     again = b.process(first + records([("purchases", doc("c1", 3))]), store.load)
     assert again.duplicates == 3 and again.events == 4
-    store.apply(again)
+    store.flush(b)
     assert decode_state(store.data[b"c1"]).lifetime_purchases == 4
+    # and from the table alone, without the cache (another process, or after a rebalance)
+    b.discard()
+    b.process(records([("purchases", doc("c1", 4))]), store.load)
+    store.flush(b)
+    assert decode_state(store.data[b"c1"]).lifetime_purchases == 5
 
 
 def test_a_batch_of_only_duplicates_writes_nothing(policy: Policy) -> None:
     store = Store()
-    b = batch(policy)
+    b = batch(policy, cache_size=10)
     recs = records([("purchases", doc("c1", 0))])
-    store.apply(b.process(recs, store.load))
+    b.process(recs, store.load)
+    store.flush(b)
     out = b.process(recs, store.load)
-    assert out.duplicates == 1 and out.writes == [] and out.snapshots == []
+    assert out.duplicates == 1 and b.dirty_customers == 0
+    assert store.flush(b).writes == []
+    assert len(b.cache) == 1  # the clean state went back to the cache
+
+
+def test_discard_forgets_unflushed_customers(policy: Policy) -> None:
+    """After a revocation the unflushed events are consumed again (they were never acked):
+    they must apply to the written state, not to a dirty state that already has them."""
+    store = Store()
+    b = batch(policy, cache_size=10)
+    b.process(records([("purchases", doc("c1", 0))]), store.load)
+    store.flush(b)
+    b.process(records([("purchases", doc("c1", 1))]), store.load)
+    b.discard()
+    assert (b.dirty_customers, b.unflushed_events, len(b.cache)) == (0, 0, 0)
+    out = b.process(records([("purchases", doc("c1", 1))]), store.load)
+    assert out.duplicates == 0
+    store.flush(b)
+    assert decode_state(store.data[b"c1"]).lifetime_purchases == 2
 
 
 def test_partition_clock_is_the_max_event_time_seen(policy: Policy) -> None:
@@ -167,8 +206,9 @@ def test_invalid_records_are_dead_lettered_and_the_rest_goes_on(
 ) -> None:
     good = records([("purchases", doc("c1", 1)), ("purchases", doc("c1", 2))])
     bad = InputRecord("t.purchases", 0, 99, key, value)
-    out = batch(policy).process([good[0], bad, good[1]], Store().load)
-    assert out.events == 2 and len(out.writes) == 1
+    b = batch(policy)
+    out = b.process([good[0], bad, good[1]], Store().load)
+    assert out.events == 2 and b.dirty_customers == 1 and b.unflushed_events == 2
     [dl] = out.dead_letters
     assert (dl.key, dl.value, dl.reason) == (key, value, reason)
     headers = dict(dl.headers)
@@ -185,26 +225,34 @@ def test_a_core_error_dead_letters_the_event_and_keeps_the_customer_consistent(
             raise ZeroDivisionError("boom")  # after step mutated the state in place
         return res
 
-    recs = records([("purchases", doc("c1", i)) for i in range(4)])
-    out = batch(policy, step_fn=flaky).process(recs, Store().load)
+    store = Store()
+    b = batch(policy, step_fn=flaky)
+    b.process(records([("purchases", doc("c1", 0))]), store.load)
+    store.flush(b)  # the table has event 0; event 1 is only in the dirty state
+    out = b.process(records([("purchases", doc("c1", i)) for i in range(1, 4)]), store.load)
     [dl] = out.dead_letters
-    assert dl.reason == "processing_error" and dict(dl.headers)["origin.offset"] == b"2"
-    state = decode_state(out.writes[0].value)
+    assert dl.reason == "processing_error" and dict(dl.headers)["origin.offset"] == b"1"
+    store.flush(b)
+    state = decode_state(store.data[b"c1"])
     assert state.lifetime_purchases == 3  # 0, 1, 3: the failed event left no trace
     assert "c1-purchase-2" not in state.recent_ids
+    assert state.recent_ids == ["c1-purchase-0", "c1-purchase-1", "c1-purchase-3"]
     # privacy: the log names topic/partition/offset, not the customer or the payload
-    assert "t.purchases[0]@2" in caplog.text and "c1" not in caplog.text
+    assert "t.purchases[0]@1" in caplog.text and "c1" not in caplog.text
 
 
 def test_counters_add_up(policy: Policy) -> None:
     c = Counters()
     recs = records([("purchases", doc("c1", 0)), ("purchases", b"[]")])
-    c.add(batch(policy).process(recs, Store().load))
+    b = batch(policy)
+    c.add(b.process(recs, Store().load))
+    c.add_flush(Store().flush(b))
     assert c.as_dict() == {
         "batches": 1,
         "events": 1,
         "duplicates": 0,
         "tier_changes": 1,
+        "flushes": 1,
         "customers_written": 1,
         "dead_letters": {"not_an_object": 1},
     }

@@ -73,7 +73,8 @@ def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
     assert all(n < len(docs) for n in runs), f"a run processed everything: {runs}"
 
     snaps = last_by_key(snap_records)
-    changes = {cid: dedupe_by_id(seq) for cid, seq in by_key_in_order(change_records).items()}
+    emitted = by_key_in_order(change_records)  # per customer, in the order emitted
+    changes = {cid: dedupe_by_id(seq) for cid, seq in emitted.items()}
     assert set(snaps) == set(exp.snapshots)
     for cid, want in exp.snapshots.items():
         got, norm = snaps[cid], normalize(want)
@@ -85,7 +86,10 @@ def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
             got, norm = dict(got), dict(norm)
             got.pop("tier_since"), norm.pop("tier_since")
             assert same(got, norm), (cid, differences(got, norm))
-            assert changes[cid][-1]["data"]["to_tier"] == norm["tier"], cid
+            # Across topics the replay after a stop may interleave a customer's events
+            # differently from the first run, and so emit other transitions (other ids)
+            # and repeat some; the last one emitted still names the final tier.
+            assert emitted[cid][-1]["data"]["to_tier"] == norm["tier"], cid
 
 
 def test_changelog_end_is_the_fetch_high_watermark(names: Names) -> None:

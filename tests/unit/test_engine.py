@@ -259,10 +259,17 @@ def test_output_ids_are_deterministic_uuid5() -> None:
     assert a and [o.id for o in a] == [o.id for o in b]
     assert len({o.id for o in a}) == len(a)
     first = a[0]
-    assert first.id == output_id(first.customer_id, "tier_change", first.cause)
+    assert first.id == output_id(
+        first.customer_id, "tier_change", first.cause, first.from_tier or "", first.to_tier
+    )
     assert uuid.UUID(first.id).version == 5
     assert output_id("c", "tier_change", "e1") != output_id("c", "tier_change", "e2")
     assert output_id("c", "tier_change", "e1") != output_id("d", "tier_change", "e1")
+    # the same cause saying something else (a replay that interleaved topics differently)
+    # is a different output, not a repeat
+    assert output_id("c", "tier_change", "e1", "", "A") != output_id(
+        "c", "tier_change", "e1", "", "D"
+    )
 
 
 def test_no_re_evaluation_back_in_time_after_a_tick() -> None:
