@@ -27,10 +27,11 @@ def register(app: TierstreamApp) -> Any:
                 if events:
                     outcome = app.process(events)  # decode -> step, per event, in order
                     await app.send(outcome)  # tier changes and dead letters, on their way
-                if app.flush_due(rebalancing=batches.suspended):
+                reason = app.flush_due(rebalancing=batches.suspended)
+                if reason:
                     # snapshots, then the touched customers' states, all on the broker:
                     # only now may Faust commit the events
-                    batches.ack(await app.flush())
+                    batches.ack(await app.flush(reason))
         finally:
             batches.close()
 

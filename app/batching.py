@@ -351,8 +351,11 @@ class Counters:
     events: int = 0
     duplicates: int = 0
     tier_changes: int = 0
-    flushes: int = 0
+    #: flushes by why they happened (interval, size, rebalance)
+    flushes: dict[str, int] = field(default_factory=dict)
     customers_written: int = 0
+    #: rebalances that took partitions from this worker
+    revocations: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
 
     def add(self, outcome: BatchOutcome) -> None:
@@ -363,8 +366,8 @@ class Counters:
         for dl in outcome.dead_letters:
             self.dead_letters[dl.reason] = self.dead_letters.get(dl.reason, 0) + 1
 
-    def add_flush(self, flush: Flush) -> None:
-        self.flushes += 1
+    def add_flush(self, flush: Flush, reason: str) -> None:
+        self.flushes[reason] = self.flushes.get(reason, 0) + 1
         self.customers_written += len(flush.writes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -373,7 +376,8 @@ class Counters:
             "events": self.events,
             "duplicates": self.duplicates,
             "tier_changes": self.tier_changes,
-            "flushes": self.flushes,
+            "flushes": dict(self.flushes),
             "customers_written": self.customers_written,
+            "revocations": self.revocations,
             "dead_letters": dict(self.dead_letters),
         }

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import faust
 from faust.streams import _current_event
@@ -307,6 +307,8 @@ class BatchSender:
             await asyncio.gather(*pending)
 
 
+FlushReason = Literal["interval", "size", "rebalance"]
+
 #: Flush sooner than ``flush_interval_s`` once this many events are unflushed (bounds the
 #: memory they and the dirty states hold, and the work a crash repeats).
 MAX_UNFLUSHED_EVENTS = 50_000
@@ -370,6 +372,8 @@ class TierstreamApp:
             self._unflushed = []
             self._flush_at = None
             self._revocations += 1
+            if args and args[0]:
+                self.counters.revocations += 1
             self.batch.discard()  # another worker may change those customers meanwhile
 
         self.faust.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]
@@ -452,16 +456,20 @@ class TierstreamApp:
         """Events handled since the last flush."""
         return len(self._unflushed)
 
-    def flush_due(self, *, rebalancing: bool = False) -> bool:
-        """Time to flush: the interval passed, many events are unflushed, or a rebalance
-        waits for them to be acked."""
+    def flush_due(self, *, rebalancing: bool = False) -> FlushReason | None:
+        """Why to flush now, if so: a rebalance waits for the unflushed events to be
+        acked, too many are unflushed, or the interval passed."""
         if not self._unflushed:
-            return False
-        return (
-            rebalancing or len(self._unflushed) >= MAX_UNFLUSHED_EVENTS or self.until_flush() == 0.0
-        )
+            return None
+        if rebalancing:
+            return "rebalance"
+        if len(self._unflushed) >= MAX_UNFLUSHED_EVENTS:
+            return "size"
+        if self.until_flush() == 0.0:
+            return "interval"
+        return None
 
-    async def flush(self) -> list[StreamEvent]:
+    async def flush(self, reason: FlushReason = "interval") -> list[StreamEvent]:
         """Make everything handled since the last flush durable; returns those events,
         which the caller may now ack (see the module docstring for the order).
 
@@ -491,7 +499,7 @@ class TierstreamApp:
         await out.delivered()  # the states are on the broker
         if revocations == self._revocations:  # else the cache was cleared meanwhile
             self.batch.flushed(flush)
-        self.counters.add_flush(flush)
+        self.counters.add_flush(flush, reason)
         if log.isEnabledFor(logging.DEBUG):
             done: dict[str, list[int]] = {}
             for e in events:

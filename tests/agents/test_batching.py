@@ -246,13 +246,14 @@ def test_counters_add_up(policy: Policy) -> None:
     recs = records([("purchases", doc("c1", 0)), ("purchases", b"[]")])
     b = batch(policy)
     c.add(b.process(recs, Store().load))
-    c.add_flush(Store().flush(b))
+    c.add_flush(Store().flush(b), "interval")
     assert c.as_dict() == {
         "batches": 1,
         "events": 1,
         "duplicates": 0,
         "tier_changes": 1,
-        "flushes": 1,
+        "flushes": {"interval": 1},
         "customers_written": 1,
+        "revocations": 0,
         "dead_letters": {"not_an_object": 1},
     }

@@ -59,7 +59,7 @@ class Pipeline:
     default: bool = True
 
 
-def _faust(kind: str, fast: bool) -> Callable[[Context], float]:
+def _faust(kind: str, fast: bool, gc: bool = False) -> Callable[[Context], float]:
     def run(ctx: Context) -> float:
         cmd = [
             sys.executable,
@@ -82,6 +82,8 @@ def _faust(kind: str, fast: bool) -> Callable[[Context], float]:
         ]
         if fast:
             cmd.append("--fast")
+        if gc:
+            cmd.append("--gc")
         return float(run_json_process(cmd, ctx.timeout_s)["rate"])
 
     return run
@@ -109,6 +111,11 @@ PIPELINES: list[Pipeline] = [
         REFERENCE,
         "Faust: faust.Record value + table[k] += amount per event (changelog)",
         _faust("idiomatic", fast=False),
+    ),
+    Pipeline(
+        "faust-idiomatic+gc",
+        "same, with the worker's garbage collector tuning (app.worker.tune_gc)",
+        _faust("idiomatic", fast=False, gc=True),
     ),
     Pipeline("faust-bare", "Faust: async for over raw bytes, no work", _faust("bare", False)),
     Pipeline(

@@ -10,7 +10,9 @@ Kinds:
   each touched customer read and written once per batch (changelog on), one output send
   per touched customer.
 
-``--fast`` installs :mod:`app.fastpath` on the app. The process prints one JSON line
+``--fast`` installs :mod:`app.fastpath` on the app; ``--gc`` applies the worker's garbage
+collector tuning (:func:`app.worker.tune_gc`), to show how much of the worker's lead that
+alone would give the reference. The process prints one JSON line
 ``{"rate": events_per_s, "seconds": ..., "events": N}`` when the N-th event has been
 processed (timed from the first event processed) and exits.
 """
@@ -130,6 +132,10 @@ def build_app(args: argparse.Namespace) -> faust.App:
         from app import fastpath
 
         fastpath.install(app)
+    if args.gc:
+        from app.worker import tune_gc
+
+        tune_gc()
     return app
 
 
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--fast", action="store_true")
+    p.add_argument("--gc", action="store_true")
     args = p.parse_args(argv)
     app = build_app(args)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)

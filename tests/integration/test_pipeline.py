@@ -119,7 +119,7 @@ def test_streaming_equals_batch(names: Names, tmp_path: Path) -> None:
     assert counters["events"] == len(docs)
     assert counters["duplicates"] == exp.result.duplicates == 20
     assert counters["dead_letters"] == {}
-    # one snapshot per touched customer per batch, not one per event
+    # one snapshot per touched customer per flush, not one per event
     assert len(snap_records) == counters["customers_written"] < len(docs) - 20
 
     snaps = last_by_key(snap_records)
