@@ -6,6 +6,8 @@ one coroutine (the topics are co-partitioned with the table: key = customer_id).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from faust.types import StreamT
@@ -32,6 +34,12 @@ def register(app: TierstreamApp) -> Any:
                     # snapshots, then the touched customers' states, all on the broker:
                     # only now may Faust commit the events
                     batches.ack(await app.flush(reason))
+        except asyncio.CancelledError:  # the worker stops: the unflushed rest is not acked
+            app.abandon("the worker stopped", logging.INFO)
+            raise
+        except BaseException:
+            app.abandon("the agent failed")  # its tier changes may not all have been sent
+            raise
         finally:
             batches.close()
 

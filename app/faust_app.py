@@ -248,11 +248,6 @@ class RawTopic(faust.Topic):  # type: ignore[misc]
         return event
 
 
-def record_of(event: StreamEvent) -> InputRecord:
-    msg = event.message
-    return InputRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-
-
 class BatchSender:
     """Sends records in per-partition record batches straight to the Kafka producer.
 
@@ -352,7 +347,7 @@ class TierstreamApp:
         #: events handled since the last flush, in order: acked once a flush covers them
         self._unflushed: list[StreamEvent] = []
         self._flush_at: float | None = None
-        self._revocations = 0
+        self._abandoned = 0
         self._at_partition: dict[int, _AtPartition] = {}
         self._outputs_declared = False
         self._forget_on_revocation()
@@ -364,19 +359,30 @@ class TierstreamApp:
             # normally nothing is unflushed here. If something is (the wait was cut
             # short), it is dropped unacked: the partition's next owner consumes it again
             # from the committed offset, against the state in the table.
-            if self._unflushed:
-                log.warning(
-                    "partitions revoked with %d unflushed events; they will be consumed again",
-                    len(self._unflushed),
-                )
-            self._unflushed = []
-            self._flush_at = None
-            self._revocations += 1
             if args and args[0]:
                 self.counters.revocations += 1
-            self.batch.discard()  # another worker may change those customers meanwhile
+            self.abandon("partitions revoked")
 
         self.faust.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]
+
+    def abandon(self, why: str, level: int = logging.WARNING) -> None:
+        """Forget everything unflushed (dirty customers, the events not yet acked) and the
+        decoded-state cache: the events stay unacked, so they are consumed again (by this
+        worker after a restart, or by the partitions' next owner) against the state in the
+        table. After a revocation (another worker may change those customers meanwhile),
+        and when the agent fails (its tier changes may not all have been sent: acking
+        those events at a later flush could lose them)."""
+        if self._unflushed:
+            log.log(
+                level,
+                "%s with %d unflushed events; they will be consumed again",
+                why,
+                len(self._unflushed),
+            )
+        self._unflushed = []
+        self._flush_at = None
+        self._abandoned += 1
+        self.batch.discard()
 
     def _add_pages(self) -> None:
         counters = self.counters
@@ -479,7 +485,7 @@ class TierstreamApp:
         """
         events, self._unflushed = self._unflushed, []
         self._flush_at = None
-        revocations = self._revocations
+        abandoned = self._abandoned
         flush = self.batch.flush()
         out = self.sender
         for record in flush.snapshots:
@@ -497,7 +503,7 @@ class TierstreamApp:
                 reset_current(token)
             await out.add(changelog, write.partition, write.key, write.value)
         await out.delivered()  # the states are on the broker
-        if revocations == self._revocations:  # else the cache was cleared meanwhile
+        if abandoned == self._abandoned:  # else the cache was cleared meanwhile
             self.batch.flushed(flush)
         self.counters.add_flush(flush, reason)
         if log.isEnabledFor(logging.DEBUG):

@@ -1,0 +1,84 @@
+"""The app's flush bookkeeping (app.faust_app.TierstreamApp), without a broker: when a
+flush is due and why, and what abandoning unflushed work forgets."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from app import faust_app
+from app.faust_app import TierstreamApp, create_app
+from app.settings import load_settings
+
+
+class FakeMessage:
+    def __init__(self, offset: int, doc: dict[str, Any]) -> None:
+        self.topic = "t.purchases"
+        self.partition = 0
+        self.offset = offset
+        self.key = doc["customer_id"].encode()
+        self.value = orjson.dumps(doc)
+
+
+class FakeEvent:
+    """What the agent gets from Faust, as far as the app reads it."""
+
+    def __init__(self, offset: int, doc: dict[str, Any]) -> None:
+        self.message = FakeMessage(offset, doc)
+
+
+def purchase(n: int) -> FakeEvent:
+    doc = {
+        "event_id": f"e{n}",
+        "customer_id": f"c{n % 3}",
+        "type": "purchase",
+        "occurred_at": 1_717_200_000_000 + n,
+        "amount": 10.0,
+    }
+    return FakeEvent(n, doc)
+
+
+@pytest.fixture
+def tapp(tmp_path: Path) -> TierstreamApp:
+    return create_app(
+        load_settings(
+            app_id="flush-check",
+            topic_prefix="t.",
+            data_dir=str(tmp_path),
+            flush_interval_s=0.2,
+        )
+    )
+
+
+async def test_a_flush_is_due_after_the_interval_or_at_once_for_a_rebalance(
+    tapp: TierstreamApp,
+) -> None:
+    assert tapp.flush_due() is None and tapp.until_flush() is None  # nothing to flush
+    tapp.process([purchase(1), purchase(2)])  # type: ignore[list-item]
+    assert tapp.unflushed == 2 and tapp.batch.dirty_customers == 2
+    assert tapp.flush_due() is None
+    assert 0 < (tapp.until_flush() or 0) <= 0.2
+    assert tapp.flush_due(rebalancing=True) == "rebalance"
+    await asyncio.sleep(0.25)
+    assert tapp.until_flush() == 0.0 and tapp.flush_due() == "interval"
+
+
+async def test_many_unflushed_events_make_a_flush_due(
+    tapp: TierstreamApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(faust_app, "MAX_UNFLUSHED_EVENTS", 3)
+    tapp.process([purchase(n) for n in range(3)])  # type: ignore[misc]
+    assert tapp.flush_due() == "size"
+
+
+async def test_abandon_forgets_unflushed_work(tapp: TierstreamApp) -> None:
+    tapp.process([purchase(1), purchase(2)])  # type: ignore[list-item]
+    tapp.batch.cache.put_back({"x": tapp.batch.flush().states["c1"]})
+    tapp.process([purchase(4)])  # type: ignore[list-item]
+    tapp.abandon("test")
+    assert tapp.unflushed == 0 and tapp.until_flush() is None and tapp.flush_due() is None
+    assert tapp.batch.dirty_customers == 0 and len(tapp.batch.cache) == 0
