@@ -29,9 +29,64 @@ cli = typer.Typer(
 )
 
 
+policy_cli = typer.Typer(
+    name="policy",
+    help="Check tiering policies and list the features they can use.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+cli.add_typer(policy_cli, name="policy")
+
+
 @cli.callback()
 def _root() -> None:
     """Real-time customer tiering on Kafka: run `tierstream COMMAND --help` for details."""
+
+
+@policy_cli.command(
+    "check",
+    help="""Validate policy files as the worker and `classify` would load them.
+
+    For each file prints `OK` with a summary (name, version, tiers, features used), or
+    every problem with its place (`tiers[2].when.spend_90d.gte`, or a YAML line and
+    column) and what is wrong. Exit code 0 when every file is valid, 1 otherwise.
+""",
+)
+def policy_check(
+    files: list[Path] = typer.Argument(..., help="Policy YAML files.", show_default=False),
+) -> None:
+    from app.domain.errors import PolicyError
+    from app.policy_files import describe_policy, load_policy
+
+    bad = 0
+    for path in files:
+        try:
+            policy = load_policy(path)
+        except PolicyError as exc:
+            bad += 1
+            typer.echo(f"INVALID {path}:", err=True)
+            for where, what in exc.problems:
+                typer.echo(f"  {where}: {what}", err=True)
+            continue
+        typer.echo(f"OK {path}: " + describe_policy(policy).replace("\n", "\n  "))
+    if bad:
+        raise typer.Exit(1)
+
+
+@policy_cli.command(
+    "features",
+    help="""List the features policy conditions can use, with what each means.
+
+    Profile attributes are used as `attributes.<name>` (e.g. `attributes.region`).
+""",
+)
+def policy_features() -> None:
+    from app.domain.features import FEATURES
+
+    width = max(len(name) for name in FEATURES)
+    for name, meaning in FEATURES.items():
+        typer.echo(f"{name:<{width}}  {meaning}")
+    typer.echo(f"{'attributes.<name>':<{width}}  a profile attribute (from profile events)")
 
 
 @cli.command()

@@ -82,3 +82,15 @@ def load_policy(path: Path | str | None = None) -> Policy:
             raise PolicyError(str(p), [("$", f"cannot read file: {exc.strerror or exc}")]) from exc
         source = str(p)
     return parse_policy(text, source)
+
+
+def describe_policy(policy: Policy) -> str:
+    """One paragraph for ``tierstream policy check``: what the policy is and uses."""
+    tiers = ", ".join(t.name for t in policy.tiers)
+    lines = [
+        f"{policy.name} version {policy.version}: {len(policy.tiers)} tiers, best first: {tiers}",
+        "features used: " + (", ".join(policy.features_used) or "none"),
+    ]
+    if policy.currency:
+        lines.append(f"currency: {policy.currency}")
+    return "\n".join(lines)

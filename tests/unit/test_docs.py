@@ -27,7 +27,15 @@ def test_every_setting_is_documented(name: str) -> None:
     assert f"`TIERSTREAM_{name.upper()}`" in README
 
 
-@pytest.mark.parametrize("command", sorted(c.name or "" for c in cli.registered_commands))
+def _commands() -> list[str]:
+    names = [c.name or "" for c in cli.registered_commands]
+    for group in cli.registered_groups:
+        assert group.typer_instance is not None
+        names += [f"{group.name} {c.name}" for c in group.typer_instance.registered_commands]
+    return sorted(names)
+
+
+@pytest.mark.parametrize("command", _commands())
 def test_every_command_is_documented(command: str) -> None:
     assert f"`tierstream {command}" in README
 

@@ -263,3 +263,45 @@ def test_reasons_do_not_depend_on_the_hash_seed() -> None:
     }
     assert len(outs) == 1, outs
     assert "[9, 10, alpha, bravo, charlie, delta, echo]" in outs.pop()
+
+
+def test_policy_check_command_reports_ok_or_every_problem(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    good = tmp_path / "good.yaml"
+    good.write_text("name: vip\nversion: 3\ntiers:\n  - {name: VIP, when: {spend_90d: 500}}\n")
+    good.write_text(good.read_text() + "  - {name: regular}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\nversion: 1\ntiers:\n"
+        "  - {name: A, when: {spend_90d: {gte: lots}, spend_91d: 1}}\n  - {name: B}\n"
+    )
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["policy", "check", str(good)])
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.startswith(f"OK {good}: vip version 3: 2 tiers, best first: VIP, regular")
+    assert "features used: spend_90d" in ok.stdout
+
+    both = runner.invoke(cli, ["policy", "check", str(good), str(bad)])
+    assert both.exit_code == 1
+    assert f"OK {good}" in both.stdout
+    assert both.stderr.splitlines() == [
+        f"INVALID {bad}:",
+        "  tiers[0].when.spend_90d.gte: must be a number, got 'lots'",
+        "  tiers[0].when.spend_91d: unknown feature (see `tierstream policy features`)",
+    ]
+    missing = runner.invoke(cli, ["policy", "check", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 1 and "cannot read file" in missing.stderr
+
+
+def test_policy_features_command_lists_every_feature() -> None:
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    result = CliRunner().invoke(cli, ["policy", "features"])
+    assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.stdout.splitlines()]
+    assert listed == [*FEATURES, "attributes.<name>"]
