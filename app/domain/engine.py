@@ -16,6 +16,7 @@ from app.domain.outputs import Direction, Output, TierChange, output_id
 from app.domain.policy import Policy
 from app.domain.state import (
     INTERACTIONS,
+    MARGIN,
     PURCHASES,
     RETENTION_DAYS,
     SPEND,
@@ -110,7 +111,7 @@ def apply_event(state: CustomerState, event: Event) -> None:
     if age < RETENTION_DAYS:
         bucket = state.buckets.get(day)
         if bucket is None:
-            bucket = state.buckets[day] = [0.0, 0.0, 0.0]
+            bucket = state.buckets[day] = [0.0, 0.0, 0.0, 0.0]
     if kind == "purchase":
         _apply_purchase(state, event, day, age, bucket)
         return
@@ -127,6 +128,22 @@ def apply_event(state: CustomerState, event: Event) -> None:
         state.last_interaction_at = ts
 
 
+def _add_money(
+    bucket: list[float], slot: int, sums: list[list[float]], age: int, amount: float
+) -> None:
+    """Add money to a day bucket; each window holding the bucket keeps the exact sum of its
+    buckets' values, so it swaps the bucket's old value for the new one."""
+    old = bucket[slot]
+    new = bucket[slot] = old + amount
+    for k, w in _WINDOW_INDEX:
+        if age < w:
+            partials = sums[k]
+            if old:
+                exact_add(partials, -old)
+            if new:
+                exact_add(partials, new)
+
+
 def _apply_purchase(
     state: CustomerState, event: Event, day: int, age: int, bucket: list[float] | None
 ) -> None:
@@ -134,21 +151,18 @@ def _apply_purchase(
     refund = is_refund(event)
     state.lifetime_spend += amount
     if bucket is not None:
-        old = bucket[SPEND]
-        new = bucket[SPEND] = old + amount
         windows = state.windows
-        for k, w in _WINDOW_INDEX:
-            if age < w:
-                # The window holds the exact sum of its buckets' values: swap old for new.
-                spend = windows.spend[k]
-                if old:
-                    exact_add(spend, -old)
-                if new:
-                    exact_add(spend, new)
-                if not refund:
-                    windows.purchases[k] += 1.0
+        _add_money(bucket, SPEND, windows.spend, age, amount)
         if not refund:
             bucket[PURCHASES] += 1.0
+            for k, w in _WINDOW_INDEX:
+                if age < w:
+                    windows.purchases[k] += 1.0
+    margin = event.margin
+    if margin:
+        state.lifetime_margin += margin
+        if bucket is not None:
+            _add_money(bucket, MARGIN, state.windows.margin, age, margin)
     if refund:  # lowers spend, is not a purchase, leaves RFM alone
         state.lifetime_refunds += 1
         return

@@ -12,6 +12,7 @@ rolling window sums are kept in the state (see :mod:`app.domain.state`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,7 +42,21 @@ FEATURES: dict[str, str] = {
         for w in WINDOWS_DAYS
     },
     **{f"avg_order_value_{w}d": f"spend / purchases over {w} days" for w in WINDOWS_DAYS},
+    **{
+        f"margin_{w}d": f"sum of the purchases' margin field over {w} days (missing = 0)"
+        for w in WINDOWS_DAYS
+    },
+    **{
+        f"{what}_growth_{w}d": (
+            f"growth of {what}: the last {w} days against the {w2 - w} days before them "
+            f"scaled to {w} days, as a fraction (0.5 = +50 %, -1 = stopped); infinite when "
+            "there was nothing before and something now, 0 when nothing at all"
+        )
+        for what in _ROLLING
+        for w, w2 in itertools.pairwise(WINDOWS_DAYS)
+    },
     "lifetime_spend": "net spend since the first event (refunds subtract)",
+    "lifetime_margin": "sum of the purchases' margin field since the first event",
     "lifetime_purchases": "number of purchases since the first event",
     "lifetime_interactions": "number of interactions since the first event",
     "days_since_last_purchase": "days from the last purchase to the evaluation time",
@@ -117,6 +132,21 @@ _ROLLING_KEYS = [
 ]
 
 
+def growth(recent: float, longer: float, w: int, w2: int) -> float:
+    """Growth of the last ``w`` days against the ``w2 - w`` days before them, scaled to the
+    same length: ``recent / baseline - 1``.
+
+    >>> growth(30.0, 90.0, 30, 90)   # 30 now, 60 over the 60 days before: flat
+    0.0
+    >>> growth(10.0, 10.0, 30, 90), growth(0.0, 0.0, 30, 90)
+    (inf, 0.0)
+    """
+    baseline = (longer - recent) * w / (w2 - w)
+    if baseline <= 0:
+        return float("inf") if recent > 0 else 0.0
+    return recent / baseline - 1.0
+
+
 def _days_since(ts: int | None, as_of: int) -> float:
     return (as_of - ts) / DAY_MS if ts is not None else float("inf")
 
@@ -141,16 +171,38 @@ def _window_getters() -> dict[str, _Getter]:
             n = ws.purchases[k]
             return math.fsum(ws.spend[k]) / n if n else 0.0
 
+        def margin(s: CustomerState, at: int, ws: WindowSums, k: int = k) -> float:
+            return math.fsum(ws.margin[k])
+
         getters[f"spend_{w}d"] = spend
         getters[f"purchases_{w}d"] = purchases
         getters[f"interactions_{w}d"] = interactions
         getters[f"avg_order_value_{w}d"] = aov
+        getters[f"margin_{w}d"] = margin
+    for k, (w, w2) in enumerate(itertools.pairwise(WINDOWS_DAYS)):
+
+        def spend_growth(s: CustomerState, at: int, ws: WindowSums, k: int = k) -> float:
+            w, w2 = WINDOWS_DAYS[k], WINDOWS_DAYS[k + 1]
+            return growth(math.fsum(ws.spend[k]), math.fsum(ws.spend[k + 1]), w, w2)
+
+        def purchases_growth(s: CustomerState, at: int, ws: WindowSums, k: int = k) -> float:
+            w, w2 = WINDOWS_DAYS[k], WINDOWS_DAYS[k + 1]
+            return growth(ws.purchases[k], ws.purchases[k + 1], w, w2)
+
+        def interactions_growth(s: CustomerState, at: int, ws: WindowSums, k: int = k) -> float:
+            w, w2 = WINDOWS_DAYS[k], WINDOWS_DAYS[k + 1]
+            return growth(ws.interactions[k], ws.interactions[k + 1], w, w2)
+
+        getters[f"spend_growth_{w}d"] = spend_growth
+        getters[f"purchases_growth_{w}d"] = purchases_growth
+        getters[f"interactions_growth_{w}d"] = interactions_growth
     return getters
 
 
 _GETTERS: dict[str, _Getter] = {
     **_window_getters(),
     "lifetime_spend": lambda s, at, ws: s.lifetime_spend,
+    "lifetime_margin": lambda s, at, ws: s.lifetime_margin,
     "lifetime_purchases": lambda s, at, ws: float(s.lifetime_purchases),
     "lifetime_interactions": lambda s, at, ws: float(s.lifetime_interactions),
     "days_since_last_purchase": lambda s, at, ws: _days_since(s.last_purchase_at, at),

@@ -35,7 +35,7 @@ from typing import Any
 
 from app.domain.events import AttributeValue
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DAY_MS = 86_400_000
 #: Rolling windows, in days, kept as fixed UTC-day buckets inside the record.
 WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
@@ -46,7 +46,7 @@ RETENTION_DAYS = max(WINDOWS_DAYS)
 RECENT_IDS = 128
 
 # Bucket slots.
-SPEND, PURCHASES, INTERACTIONS = 0, 1, 2
+SPEND, PURCHASES, INTERACTIONS, MARGIN = 0, 1, 2, 3
 
 
 def day_of(ms: int) -> int:
@@ -85,23 +85,28 @@ class WindowSums:
     """Rolling sums of the day buckets for every window of :data:`WINDOWS_DAYS`, as of
     UTC day ``day``: window ``k`` holds the buckets with ``day - W_k < d <= day``.
 
-    ``spend[k]`` are exact partials (value: ``math.fsum(spend[k])``); the counts are
-    integral floats, exact below 2**53.
+    ``spend[k]`` and ``margin[k]`` are exact partials (value: ``math.fsum(spend[k])``);
+    the counts are integral floats, exact below 2**53.
     """
 
     day: int
     spend: list[list[float]]
     purchases: list[float]
     interactions: list[float]
+    margin: list[list[float]]
 
     @classmethod
     def empty(cls, day: int = 0) -> WindowSums:
         n = len(WINDOWS_DAYS)
-        return cls(day, [[] for _ in range(n)], [0.0] * n, [0.0] * n)
+        return cls(day, [[] for _ in range(n)], [0.0] * n, [0.0] * n, [[] for _ in range(n)])
 
     def copy(self) -> WindowSums:
         return WindowSums(
-            self.day, [list(p) for p in self.spend], list(self.purchases), list(self.interactions)
+            self.day,
+            [list(p) for p in self.spend],
+            list(self.purchases),
+            list(self.interactions),
+            [list(p) for p in self.margin],
         )
 
     def add_bucket(self, k: int, vals: list[float], sign: float) -> None:
@@ -110,6 +115,8 @@ class WindowSums:
             exact_add(self.spend[k], sign * vals[SPEND])
         self.purchases[k] += sign * vals[PURCHASES]
         self.interactions[k] += sign * vals[INTERACTIONS]
+        if vals[MARGIN]:
+            exact_add(self.margin[k], sign * vals[MARGIN])
 
     def roll_to(self, day: int, buckets: dict[int, list[float]]) -> list[int]:
         """Move the sums forward to ``day`` (no-op if not later): buckets that leave a
@@ -155,11 +162,12 @@ class WindowSums:
         return sums
 
     def to_list(self) -> list[Any]:
-        return [self.day, self.spend, self.purchases, self.interactions]
+        return [self.day, self.spend, self.purchases, self.interactions, self.margin]
 
     @classmethod
     def from_list(cls, row: list[Any]) -> WindowSums:
-        return cls(int(row[0]), [list(p) for p in row[1]], list(row[2]), list(row[3]))
+        margin = [list(p) for p in row[4]] if len(row) > 4 else [[] for _ in WINDOWS_DAYS]
+        return cls(int(row[0]), [list(p) for p in row[1]], list(row[2]), list(row[3]), margin)
 
 
 @dataclass(slots=True)
@@ -169,7 +177,7 @@ class CustomerState:
     ``clock`` is the largest event time seen for the customer; features are evaluated as of
     it when an event arrives, so a customer's results depend only on the customer's own
     ordered events (not on partitioning). Buckets map a UTC day number to
-    ``[spend, purchases, interactions]``; ``windows`` holds their rolling sums as of
+    ``[spend, purchases, interactions, margin]``; ``windows`` holds their rolling sums as of
     ``day_of(clock)`` (derived data, kept so that an event costs O(1), not O(buckets)).
 
     RFM follows ``lifetimes``: ``purchase_day_bits`` has bit ``k`` set when there was a
@@ -180,13 +188,30 @@ class CustomerState:
     customer_id: str
     schema_version: int = SCHEMA_VERSION
     clock: int = 0
+    #: The time of the last evaluation (event, due time or sweep); never evaluated before it.
+    evaluated_at: int = 0
     tier: str | None = None
     tier_since: int | None = None
+    #: A change the policy's hysteresis holds back (demotion grace, minimum time in tier):
+    #: the tier it points to and since when it has been wanted.
+    pending_tier: str | None = None
+    pending_since: int | None = None
+    stage: str | None = None
+    stage_since: int | None = None
+    #: Start of the current upgrade-candidate episode (None: not a candidate now).
+    upgrade_since: int | None = None
+    #: When the customer must be re-evaluated without new events (the due-time index).
+    next_due: int | None = None
+    #: Next time (ms) a day bucket leaves a rolling window the policy uses.
+    roll_due: int | None = None
+    #: ``name@version`` of the policy the customer was last evaluated under.
+    policy: str | None = None
     first_purchase_at: int | None = None
     last_purchase_at: int | None = None
     first_interaction_at: int | None = None
     last_interaction_at: int | None = None
     lifetime_spend: float = 0.0
+    lifetime_margin: float = 0.0
     lifetime_purchases: int = 0
     lifetime_refunds: int = 0
     lifetime_interactions: int = 0
@@ -225,13 +250,23 @@ class CustomerState:
 
 _SCALARS = (
     "clock",
+    "evaluated_at",
     "tier",
     "tier_since",
+    "pending_tier",
+    "pending_since",
+    "stage",
+    "stage_since",
+    "upgrade_since",
+    "next_due",
+    "roll_due",
+    "policy",
     "first_purchase_at",
     "last_purchase_at",
     "first_interaction_at",
     "last_interaction_at",
     "lifetime_spend",
+    "lifetime_margin",
     "lifetime_purchases",
     "lifetime_refunds",
     "lifetime_interactions",
@@ -239,14 +274,14 @@ _SCALARS = (
     "first_day_spend",
     "repeat_spend",
 )
-_FLOATS = frozenset({"lifetime_spend", "first_day_spend", "repeat_spend"})
+_FLOATS = frozenset({"lifetime_spend", "lifetime_margin", "first_day_spend", "repeat_spend"})
 
 
 def state_to_dict(state: CustomerState) -> dict[str, Any]:
     """The changelog form: plain JSON types, the buckets as two parallel lists
-    ``bucket_days`` and ``bucket_rows`` (``[spend, purchases, interactions]`` each),
+    ``bucket_days`` and ``bucket_rows`` (``[spend, purchases, interactions, margin]`` each),
     ``purchase_day_bits`` as a hex string, ``windows`` as ``[day, spend partials,
-    purchases, interactions]``.
+    purchases, interactions, margin partials]``.
 
     The bucket rows are the state's own lists (copying them per write cost more than
     the core's work on an event): serialize the result before the state changes again.
@@ -267,6 +302,10 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
 def state_from_dict(d: dict[str, Any]) -> CustomerState:
     """Inverse of :func:`state_to_dict`; migrates older schema versions.
 
+    v3 -> v4: bucket rows gain a margin slot (0: margins were not kept), the windows a
+    margin sum; the evaluation time is the later of the clock and ``tier_since``; no
+    lifecycle stage, pending change or due time yet (the next evaluation sets them).
+
     v2 -> v3: the buckets were rows ``[day, spend, purchases, interactions]``.
     v1 -> v2: ``purchase_day_bits`` is rebuilt from the first and last purchase days and
     the buckets that hold purchases (older purchase days are not known; ``purchase_days``
@@ -281,13 +320,23 @@ def state_from_dict(d: dict[str, Any]) -> CustomerState:
         return CustomerState(
             customer_id=d["id"],
             clock=d["clock"],
+            evaluated_at=d["evaluated_at"],
             tier=d["tier"],
             tier_since=d["tier_since"],
+            pending_tier=d["pending_tier"],
+            pending_since=d["pending_since"],
+            stage=d["stage"],
+            stage_since=d["stage_since"],
+            upgrade_since=d["upgrade_since"],
+            next_due=d["next_due"],
+            roll_due=d["roll_due"],
+            policy=d["policy"],
             first_purchase_at=d["first_purchase_at"],
             last_purchase_at=d["last_purchase_at"],
             first_interaction_at=d["first_interaction_at"],
             last_interaction_at=d["last_interaction_at"],
             lifetime_spend=float(d["lifetime_spend"]),
+            lifetime_margin=float(d["lifetime_margin"]),
             lifetime_purchases=d["lifetime_purchases"],
             lifetime_refunds=d["lifetime_refunds"],
             lifetime_interactions=d["lifetime_interactions"],
@@ -311,6 +360,10 @@ def state_from_dict(d: dict[str, Any]) -> CustomerState:
         state.buckets = dict(zip(d["bucket_days"], map(list, d["bucket_rows"]), strict=True))
     else:  # v1, v2: rows of [day, spend, purchases, interactions]
         state.buckets = {row[0]: row[1:] for row in d.get("buckets", ())}
+    for row in state.buckets.values():  # v1 to v3: no margin slot
+        row.extend([0.0] * (MARGIN + 1 - len(row)))
+    if "evaluated_at" not in d:
+        state.evaluated_at = max(state.clock, state.tier_since or 0)
     state.recent_ids = list(d.get("recent_ids", ()))
     state.attributes = dict(d.get("attributes", {}))
     if "purchase_day_bits" in d:
@@ -341,9 +394,14 @@ def recompute_windows(state: CustomerState) -> WindowSums:
     return WindowSums.from_buckets(state.buckets, state.windows.day)
 
 
-def window_values(sums: WindowSums) -> list[tuple[float, float, float]]:
-    """``(spend, purchases, interactions)`` per window, spend correctly rounded."""
+def window_values(sums: WindowSums) -> list[tuple[float, float, float, float]]:
+    """``(spend, purchases, interactions, margin)`` per window, money correctly rounded."""
     return [
-        (math.fsum(sums.spend[k]), sums.purchases[k], sums.interactions[k])
+        (
+            math.fsum(sums.spend[k]),
+            sums.purchases[k],
+            sums.interactions[k],
+            math.fsum(sums.margin[k]),
+        )
         for k in range(len(WINDOWS_DAYS))
     ]

@@ -145,7 +145,10 @@ def test_exact_add_equals_fsum() -> None:
 
 def test_window_sums_roll_forward_like_recomputing() -> None:
     rng = random.Random(2)
-    buckets = {d: [round(rng.uniform(-5, 50), 2), 1.0, 2.0] for d in range(0, 800, 3)}
+    buckets = {
+        d: [round(rng.uniform(-5, 50), 2), 1.0, 2.0, round(rng.uniform(-2, 9), 2)]
+        for d in range(0, 800, 3)
+    }
     sums = WindowSums.from_buckets({d: b for d, b in buckets.items() if d <= 400}, 400)
     for day in (401, 430, 489, 490, 765, 766, 900, 2000):
         visible = {d: b for d, b in buckets.items() if d <= 400}
