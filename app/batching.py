@@ -35,10 +35,10 @@ import orjson
 from app.domain.engine import StepResult, step
 from app.domain.errors import InvalidEvent
 from app.domain.events import Event, EventKind
-from app.domain.outputs import snapshot
+from app.domain.outputs import Output, snapshot
 from app.domain.policy import Policy
 from app.domain.state import CustomerState, state_from_dict, state_to_dict
-from schemas import decode_event, encode_snapshot, encode_tier_change
+from schemas import OUTPUT_TOPICS, decode_event, encode_output, encode_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,20 @@ class OutputRecord(NamedTuple):
 
 @dataclass(slots=True)
 class BatchOutcome:
-    tier_changes: list[OutputRecord] = field(default_factory=list)
+    #: Output records by topic name without the prefix (``tier-changes``, ...).
+    outputs: dict[str, list[OutputRecord]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     events: int = 0
     duplicates: int = 0
+
+    @property
+    def tier_changes(self) -> list[OutputRecord]:
+        """The tier-change records (read only: add with :meth:`add`)."""
+        return list(self.outputs.get("tier-changes", ()))
+
+    def add(self, output: Output, partition: int) -> None:
+        record = OutputRecord(table_key(output.customer_id), encode_output(output), partition)
+        self.outputs.setdefault(OUTPUT_TOPICS[output.kind], []).append(record)
 
 
 @dataclass(slots=True)
@@ -255,12 +265,8 @@ class CustomerBatch:
                 entry.state = result.state
             entry.applied.append(event)
             self.unflushed_events += 1
-            for change in result.outputs:
-                out.tier_changes.append(
-                    OutputRecord(
-                        table_key(change.customer_id), encode_tier_change(change), partition
-                    )
-                )
+            for output in result.outputs:
+                out.add(output, partition)
         return out
 
     def flush(self) -> Flush:
@@ -350,7 +356,8 @@ class Counters:
     batches: int = 0
     events: int = 0
     duplicates: int = 0
-    tier_changes: int = 0
+    #: outputs by kind (tier_change, lifecycle_change, upgrade_candidate)
+    outputs: dict[str, int] = field(default_factory=dict)
     #: flushes by why they happened (interval, size, rebalance)
     flushes: dict[str, int] = field(default_factory=dict)
     customers_written: int = 0
@@ -362,7 +369,8 @@ class Counters:
         self.batches += 1
         self.events += outcome.events
         self.duplicates += outcome.duplicates
-        self.tier_changes += len(outcome.tier_changes)
+        for topic, records in outcome.outputs.items():
+            self.outputs[topic] = self.outputs.get(topic, 0) + len(records)
         for dl in outcome.dead_letters:
             self.dead_letters[dl.reason] = self.dead_letters.get(dl.reason, 0) + 1
 
@@ -375,7 +383,7 @@ class Counters:
             "batches": self.batches,
             "events": self.events,
             "duplicates": self.duplicates,
-            "tier_changes": self.tier_changes,
+            "outputs": dict(self.outputs),
             "flushes": dict(self.flushes),
             "customers_written": self.customers_written,
             "revocations": self.revocations,

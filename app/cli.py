@@ -222,9 +222,14 @@ def _open_out(path: Path | None, stack: contextlib.ExitStack) -> IO[bytes]:
     + """
     The events are sorted by event time (stable: file order among equal times) and
     replayed through the same core the worker runs, so the output equals what the stream
-    would produce for the same ordered input. Tier changes go to --out as CloudEvents JSON
-    Lines; --customers-out gets one JSON object per customer (tier, rolling aggregates,
-    RFM summary). Invalid lines are counted and reported (stderr; all of them with
+    would produce for the same ordered input. Then every customer is advanced to --as-of
+    (default: the latest event time), so what silence and rolling windows do after a
+    customer's last event happens too, at the time it falls due. The outputs (tier
+    changes, lifecycle changes, upgrade candidates) go to --out as CloudEvents JSON Lines
+    in time order; --customers-out gets one JSON object per customer (tier, stage, rolling
+    aggregates, RFM summary). A policy with percentile conditions is decided with the
+    exact cut-offs of all customers as of --as-of, unless --cutoffs gives others.
+    Invalid lines are counted and reported (stderr; all of them with
     --errors-out), not fatal; as in the worker, that includes events dated more than
     TIERSTREAM_MAX_FUTURE_SKEW_S (default one day) past now. A summary goes to stderr.
     Exit code 0 unless the file or the policy cannot be read (2).
@@ -239,7 +244,11 @@ def classify(
         show_default=False,
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Tier changes, CloudEvents JSONL (default: stdout)."
+        None,
+        "--out",
+        "-o",
+        help="Tier changes, lifecycle changes and upgrade candidates, CloudEvents JSONL "
+        "(default: stdout).",
     ),
     customers_out: Path | None = typer.Option(
         None, help="Per-customer snapshots, JSONL (default: not written)."
@@ -249,10 +258,15 @@ def classify(
     ),
     as_of: str | None = typer.Option(
         None,
-        help="Report every customer as of this date/time (ISO-8601) in --customers-out and "
-        "the summary: tiers are re-evaluated as time passed without events, as the worker's "
-        "timer does; those moves are counted, not written to --out (default: each "
-        "customer's own clock, as the streaming customers topic does).",
+        help="Advance every customer to this date/time (ISO-8601) as the worker's timer "
+        "does, and report --customers-out as of it (default: advance to the latest event "
+        "time; snapshots as of each customer's last evaluation, as the streaming customers "
+        "topic carries them).",
+    ),
+    cutoffs: Path | None = typer.Option(
+        None,
+        help="Population cut-offs JSON for percentile conditions (as published by the "
+        "workers; default: exact cut-offs of this file's customers).",
     ),
     policy: Path | None = typer.Option(
         None, help="Policy YAML (env TIERSTREAM_POLICY_FILE; default: the packaged one)."
@@ -265,9 +279,10 @@ def classify(
 ) -> None:
     from rich.console import Console
 
-    from app.classify import advance_to, classify_lines, write_outputs
-    from app.policy_files import load_policy
-    from schemas.codec import parse_timestamp
+    from app.classify import classify_lines, write_outputs
+    from app.domain.lifecycle import STAGES
+    from app.policy_files import load_cutoffs, load_policy
+    from schemas.codec import iso, parse_timestamp
 
     settings = _settings(policy_file=policy)
     pol = load_policy(settings.policy_file)
@@ -279,10 +294,9 @@ def classify(
             raise ConfigError(exc.detail) from None
     # Like the worker: events dated further than the allowed skew past now are invalid.
     max_ts = int((time.time() + settings.max_future_skew_s) * 1000)
-    result = classify_lines(_read(events_file, fmt, map_, delimiter, header), pol, max_ts)
-    moved_by_as_of = 0
-    if as_of_ms is not None:
-        moved_by_as_of = advance_to(result.replay, as_of_ms, pol)
+    cuts = load_cutoffs(cutoffs) if cutoffs is not None else None
+    lines = _read(events_file, fmt, map_, delimiter, header)
+    result = classify_lines(lines, pol, max_ts, as_of_ms, cuts)
     with contextlib.ExitStack() as stack:
         write_outputs(
             result,
@@ -306,12 +320,16 @@ def classify(
         table.add_row("duplicates dropped", f"{rr.duplicates:,}")
         table.add_row("invalid lines", f"{len(result.rejected):,}")
         table.add_row("tier changes", f"{result.tier_changes:,}")
-        if as_of is not None:
-            table.add_row(f"tiers moved by --as-of {as_of}", f"{moved_by_as_of:,}")
+        table.add_row("lifecycle changes", f"{result.count('lifecycle_change'):,}")
+        table.add_row("upgrade candidates", f"{result.count('upgrade_candidate'):,}")
+        table.add_row("advanced to", iso(result.as_of) if result.as_of else "-")
         counts = result.customers_per_tier()
         total = max(sum(counts.values()), 1)
         for t in sorted(counts, key=pol.rank):
             table.add_row(f"tier {t}", f"{counts[t]:,} ({counts[t] / total:.1%})")
+        stages = result.customers_per_stage()
+        for st in sorted(stages, key=lambda x: STAGES.index(x) if x in STAGES else 99):
+            table.add_row(f"stage {st}", f"{stages[st]:,} ({stages[st] / total:.1%})")
         err.print(table)
 
 

@@ -49,6 +49,7 @@ from app.batching import (
 from app.domain.policy import Policy
 from app.recovery import TierstreamTableManager
 from app.settings import Settings
+from schemas import OUTPUT_TOPICS as EVENT_OUTPUT_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ StreamEvent = _EventT[Any]
 
 #: The customer-state table; the version changes when the stored format breaks.
 STATE_TABLE = "customer-state-v1"
-OUTPUT_TOPICS = ("tier-changes", "customers", "dead-letter")
+OUTPUT_TOPICS = (*EVENT_OUTPUT_TOPICS.values(), "customers", "dead-letter")
 _RAW: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,
@@ -323,14 +324,15 @@ class TierstreamApp:
             partitions=parts,
             **_RAW,
         )
-        self.tier_changes = self.faust.topic(
-            settings.topic("tier-changes"), partitions=parts, **_RAW
-        )
+        #: The output event topics by name without the prefix (tier-changes, ...).
+        self.output_topics = {
+            name: self.faust.topic(settings.topic(name), partitions=parts, **_RAW)
+            for name in EVENT_OUTPUT_TOPICS.values()
+        }
         self.customers = self.faust.topic(
             settings.topic("customers"), partitions=parts, compacting=True, **_RAW
         )
         self.dead_letter = self.faust.topic(settings.topic("dead-letter"), partitions=parts, **_RAW)
-        self._tier_changes = settings.topic("tier-changes")
         self._customers = settings.topic("customers")
         self._dead_letter = settings.topic("dead-letter")
         self.customer_state = self.faust.Table(
@@ -402,7 +404,7 @@ class TierstreamApp:
     async def declare_outputs(self) -> None:
         """Create the output topics (Faust only creates the topics it consumes)."""
         if not self._outputs_declared:
-            for topic in (self.tier_changes, self.customers, self.dead_letter):
+            for topic in (*self.output_topics.values(), self.customers, self.dead_letter):
                 await topic.maybe_declare()
             self._outputs_declared = True
 
@@ -445,9 +447,11 @@ class TierstreamApp:
         out = self.sender
         for dl in outcome.dead_letters:
             await out.add_with_headers(self._dead_letter, dl.key, dl.value, dl.headers)
-        for record in outcome.tier_changes:
-            await out.add(self._tier_changes, record.partition, record.key, record.value)
-        await out.send_open()  # on its way now, not at the flush: tier changes are news
+        for name, records in outcome.outputs.items():
+            topic = self.settings.topic(name)
+            for record in records:
+                await out.add(topic, record.partition, record.key, record.value)
+        await out.send_open()  # on its way now, not at the flush: changes are news
         self.counters.add(outcome)
 
     # -- per flush -----------------------------------------------------------------------

@@ -10,10 +10,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from app.domain.errors import PolicyError
 from app.domain.policy import Policy, policy_from_dict
+from app.domain.population import Cutoffs
 
 DEFAULT_POLICY = "default_policy.yaml"
 
@@ -84,6 +86,21 @@ def load_policy(path: Path | str | None = None) -> Policy:
     return parse_policy(text, source)
 
 
+def load_cutoffs(path: Path | str) -> Cutoffs:
+    """Population cut-offs from a JSON file (the form the workers publish)."""
+    p = Path(path)
+    try:
+        raw = orjson.loads(p.read_bytes())
+    except OSError as exc:
+        raise PolicyError(str(p), [("$", f"cannot read file: {exc.strerror or exc}")]) from exc
+    except orjson.JSONDecodeError as exc:
+        raise PolicyError(str(p), [("$", f"not valid JSON: {exc}")]) from None
+    try:
+        return Cutoffs.from_dict(raw)
+    except PolicyError as exc:
+        raise PolicyError(str(p), exc.problems) from None
+
+
 def describe_policy(policy: Policy) -> str:
     """One paragraph for ``tierstream policy check``: what the policy is and uses."""
     tiers = ", ".join(t.name for t in policy.tiers)
@@ -93,4 +110,34 @@ def describe_policy(policy: Policy) -> str:
     ]
     if policy.currency:
         lines.append(f"currency: {policy.currency}")
+    if policy.derived:
+        lines.append("derived: " + ", ".join(f"{n} = {e.source}" for n, e in policy.derived))
+    if policy.scorecard is not None:
+        factors = ", ".join(f"{f.name} {f.weight:g}" for f in policy.scorecard.factors)
+        lines.append(f"scorecard: {factors}")
+    if policy.rfm is not None:
+        how = ", ".join(
+            f"{s.slot} {s.feature} ({'quintiles' if s.edges is None else 'bands'})"
+            for s in policy.rfm.scores
+        )
+        lines.append(f"rfm: {how}")
+    if policy.ranked:
+        ranked = ", ".join(
+            f"{m} at {'/'.join(f'{p:g}' for p in ps)}" for m, ps in policy.ranked.items()
+        )
+        lines.append(f"ranked over the population: {ranked}")
+    h = policy.hysteresis
+    if h.min_days_in_tier or h.demotion_grace_days or any(t.stay for t in policy.tiers):
+        stays = ", ".join(t.name for t in policy.tiers if t.stay is not None) or "none"
+        lines.append(
+            f"hysteresis: min {h.min_days_in_tier:g} days in tier, demotion grace "
+            f"{h.demotion_grace_days:g} days, stay conditions on: {stays}"
+        )
+    lc = policy.lifecycle
+    lines.append(
+        f"lifecycle: at risk after {lc.at_risk_after_days:g} days silent, churned after "
+        f"{lc.churned_after_days:g}"
+    )
+    if policy.upgrade is not None:
+        lines.append("upgrade candidates watched in: " + ", ".join(sorted(policy.upgrade.tiers)))
     return "\n".join(lines)

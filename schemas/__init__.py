@@ -1,8 +1,8 @@
 """Wire contracts: JSON Schema documents (``*.schema.json`` beside this file, draft
 2020-12) and the Python decode/encode, tested against those documents.
 
->>> sorted(SCHEMA_FILES)
-['customer-snapshot', 'interaction', 'profile', 'purchase', 'tier-change']
+>>> sorted(SCHEMA_FILES)[:4]
+['customer-snapshot', 'interaction', 'lifecycle-change', 'profile']
 >>> load_schema("purchase")["required"][:2]
 ['event_id', 'customer_id']
 """
@@ -17,14 +17,15 @@ from typing import Any
 from schemas.codec import (
     EVENT_TYPES,
     ISO_TIMESTAMP_PATTERN,
+    OUTPUT_TOPICS,
     REASONS,
     decode_event,
     encode_input,
+    encode_output,
     encode_snapshot,
-    encode_tier_change,
     kind_of,
+    output_to_cloudevent,
     parse_timestamp,
-    tier_change_to_cloudevent,
 )
 
 #: Contract name -> JSON Schema file shipped in this package. Input kinds are named as
@@ -35,6 +36,8 @@ SCHEMA_FILES: dict[str, str] = {
     "profile": "profile.schema.json",
     "tier-change": "tier-change.schema.json",
     "customer-snapshot": "customer-snapshot.schema.json",
+    "lifecycle-change": "lifecycle-change.schema.json",
+    "upgrade-candidate": "upgrade-candidate.schema.json",
 }
 
 
@@ -54,14 +57,15 @@ def load_schema(name: str) -> dict[str, Any]:
 __all__ = [
     "EVENT_TYPES",
     "ISO_TIMESTAMP_PATTERN",
+    "OUTPUT_TOPICS",
     "REASONS",
     "SCHEMA_FILES",
     "decode_event",
     "encode_input",
+    "encode_output",
     "encode_snapshot",
-    "encode_tier_change",
     "kind_of",
     "load_schema",
+    "output_to_cloudevent",
     "parse_timestamp",
-    "tier_change_to_cloudevent",
 ]

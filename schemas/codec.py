@@ -17,7 +17,7 @@ import orjson
 
 from app.domain.errors import InvalidEvent
 from app.domain.events import AttributeValue, Event, EventKind
-from app.domain.outputs import TierChange
+from app.domain.outputs import LifecycleChange, Output, TierChange
 
 #: Event times before this are rejected as absurd (1990-01-01T00:00:00Z).
 MIN_TIMESTAMP_MS = 631_152_000_000
@@ -29,7 +29,17 @@ MAX_ID_LENGTH = 256
 MAX_AMOUNT = 1e15
 
 #: CloudEvents ``type`` of each output kind; versioned, never renamed in place.
-EVENT_TYPES = {"tier_change": "io.tierstream.tier.changed.v1"}
+EVENT_TYPES = {
+    "tier_change": "io.tierstream.tier.changed.v1",
+    "lifecycle_change": "io.tierstream.lifecycle.changed.v1",
+    "upgrade_candidate": "io.tierstream.upgrade.candidate.v1",
+}
+#: Output kind -> topic (without the prefix) and JSON Schema name.
+OUTPUT_TOPICS = {
+    "tier_change": "tier-changes",
+    "lifecycle_change": "lifecycle-changes",
+    "upgrade_candidate": "upgrade-candidates",
+}
 CLOUDEVENTS_SOURCE = "tierstream"
 
 #: Every ``reason`` code :func:`decode_event` can raise (dead-letter header and metric
@@ -263,29 +273,61 @@ def iso(ms: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def tier_change_to_cloudevent(change: TierChange) -> dict[str, Any]:
-    """The CloudEvents 1.0 structured form of a tier change."""
+def output_to_cloudevent(out: Output) -> dict[str, Any]:
+    """The CloudEvents 1.0 structured form of an output of the core."""
+    policy = {"name": out.policy_name, "version": out.policy_version}
+    data: dict[str, Any]
+    if isinstance(out, TierChange):
+        data = {
+            "customer_id": out.customer_id,
+            "from_tier": out.from_tier,
+            "to_tier": out.to_tier,
+            "direction": out.direction,
+            "score": out.score,
+            "reasons": list(out.reasons),
+            "features": _json_features(out.features),
+            "policy": policy,
+            "service_level": dict(out.service_level),
+            "stage": out.stage,
+            "cause": out.cause,
+            "trigger": out.trigger,
+        }
+    elif isinstance(out, LifecycleChange):
+        data = {
+            "customer_id": out.customer_id,
+            "from_stage": out.from_stage,
+            "to_stage": out.to_stage,
+            "reason": out.reason,
+            "tier": out.tier,
+            "policy": policy,
+            "cause": out.cause,
+            "trigger": out.trigger,
+        }
+    else:
+        data = {
+            "customer_id": out.customer_id,
+            "tier": out.tier,
+            "next_tier": out.next_tier,
+            "reasons": list(out.reasons),
+            "features": _json_features(out.features),
+            "policy": policy,
+            "cause": out.cause,
+            "trigger": out.trigger,
+        }
     return {
         "specversion": "1.0",
-        "id": change.id,
+        "id": out.id,
         "source": CLOUDEVENTS_SOURCE,
-        "type": EVENT_TYPES["tier_change"],
-        "subject": change.customer_id,
-        "time": iso(change.at),
+        "type": EVENT_TYPES[out.kind],
+        "subject": out.customer_id,
+        "time": iso(out.at),
         "datacontenttype": "application/json",
-        "data": {
-            "customer_id": change.customer_id,
-            "from_tier": change.from_tier,
-            "to_tier": change.to_tier,
-            "direction": change.direction,
-            "score": change.score,
-            "reasons": list(change.reasons),
-            "features": {k: _json_number(v) for k, v in change.features.items()},
-            "policy": {"name": change.policy_name, "version": change.policy_version},
-            "service_level": dict(change.service_level),
-            "cause": change.cause,
-        },
+        "data": data,
     }
+
+
+def _json_features(features: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _json_number(v) for k, v in features.items()}
 
 
 def _json_number(v: Any) -> Any:
@@ -295,8 +337,8 @@ def _json_number(v: Any) -> Any:
     return v
 
 
-def encode_tier_change(change: TierChange) -> bytes:
-    return orjson.dumps(tier_change_to_cloudevent(change))
+def encode_output(out: Output) -> bytes:
+    return orjson.dumps(output_to_cloudevent(out))
 
 
 def encode_snapshot(snap: Mapping[str, Any]) -> bytes:

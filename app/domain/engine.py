@@ -6,15 +6,24 @@ also returned); a duplicate event returns the state untouched with ``duplicate=T
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.domain.conditions import all_hold, first_failed, fmt
 from app.domain.events import Event
-from app.domain.features import compute_features
-from app.domain.outputs import Direction, Output, TierChange, output_id
-from app.domain.policy import Policy
+from app.domain.outputs import (
+    Direction,
+    LifecycleChange,
+    Output,
+    TierChange,
+    Trigger,
+    UpgradeCandidate,
+    output_id,
+)
+from app.domain.policy import Policy, Tier
 from app.domain.state import (
+    DAY_MS,
     INTERACTIONS,
     MARGIN,
     PURCHASES,
@@ -43,16 +52,17 @@ class StepResult:
 
 
 def step(state: CustomerState | None, event: Event, now: int, policy: Policy) -> StepResult:
-    """Apply one event and re-evaluate the customer's tier.
+    """Apply one event and re-evaluate the customer.
 
-    ``now`` is the caller's clock (the partition clock live, event time in replay). The
-    event-driven evaluation happens as of the customer's own event-time high-water mark,
-    ``max(state.clock, event.occurred_at)``, so a customer's outputs depend only on that
-    customer's ordered events and never on how customers share partitions or batches; an
-    event older than the clock (out of order) still lands in the bucket of its own day.
-    If a :func:`tick` already changed the tier at a later time (``tier_since``), the
-    evaluation happens as of that time instead: a customer is never re-evaluated back in
-    time. ``now`` is what :func:`tick` evaluates at when time passes without events.
+    ``now`` is the caller's clock (the partition clock live, event time in replay); the
+    customer's own evaluation never depends on it. First, every re-evaluation that fell due
+    (:func:`advance`) up to the event's time runs at its due time, so silence and rolling
+    windows move the customer at the times they would have, whether or not a timer got
+    there first. Then the event is applied and the customer evaluated as of its own
+    event-time high-water mark, ``max(state.clock, state.evaluated_at)``: a customer's
+    outputs depend only on the customer's ordered events, never on how customers share
+    partitions or batches, and nobody is evaluated back in time. An event older than the
+    clock (out of order) still lands in the bucket of its own day.
 
     A duplicate (an ``event_id`` among the customer's recent ids) changes nothing and
     returns ``duplicate=True`` with no outputs.
@@ -61,21 +71,44 @@ def step(state: CustomerState | None, event: Event, now: int, policy: Policy) ->
         state = CustomerState(customer_id=event.customer_id)
     elif state.seen(event.event_id):
         return StepResult(state, [], duplicate=True)
+    outputs = advance(state, event.occurred_at, policy) if state.next_due is not None else []
     apply_event(state, event)
-    at = state.clock
-    if state.tier_since is not None and state.tier_since > at:
-        at = state.tier_since
-    return StepResult(state, _evaluate(state, at, policy, cause=event.event_id))
+    if state.roll_due is not None and event.kind != "profile":
+        _note_bucket(state, day_of(event.occurred_at), policy)
+    at = state.clock if state.clock > state.evaluated_at else state.evaluated_at
+    outputs.extend(evaluate(state, at, policy, event.event_id, "event"))
+    return StepResult(state, outputs)
+
+
+def advance(state: CustomerState, until: int, policy: Policy) -> list[Output]:
+    """Run every re-evaluation due at or before ``until``, each at its due time (cause
+    ``due@<ms>``). The timer path: silence, windows rolling off, a demotion's grace
+    ending."""
+    outputs: list[Output] = []
+    if state.tier is None:
+        return outputs
+    due = state.next_due
+    while due is not None and due <= until:
+        at = max(due, state.clock, state.evaluated_at)
+        outputs.extend(evaluate(state, at, policy, f"due@{at}", "time"))
+        if state.next_due is not None and state.next_due <= due:
+            raise AssertionError(f"due time did not advance past {due}")
+        due = state.next_due
+    return outputs
 
 
 def tick(state: CustomerState, now: int, policy: Policy) -> StepResult:
-    """Re-evaluate as time passes without events (windows roll off, tiers may fall).
+    """Time passes without events up to ``now``: run what fell due (see :func:`advance`)."""
+    return StepResult(state, advance(state, now, policy))
 
-    Evaluates as of ``max(now, state.clock, state.tier_since)``; only the tier fields
-    change, and only when the tier does (the window sums are rolled on a copy).
-    """
-    at = max(now, state.clock, state.tier_since or 0)
-    return StepResult(state, _evaluate(state, at, policy, cause=f"tick@{at}"))
+
+def reevaluate(state: CustomerState, policy: Policy, cause: str, trigger: Trigger) -> StepResult:
+    """Evaluate again as of the last evaluation time, because the policy or the population
+    cut-offs changed (``trigger`` says which; ``cause`` names the new version)."""
+    if state.tier is None:
+        return StepResult(state, [])
+    at = state.clock if state.clock > state.evaluated_at else state.evaluated_at
+    return StepResult(state, evaluate(state, at, policy, cause, trigger))
 
 
 def is_refund(event: Event) -> bool:
@@ -195,34 +228,218 @@ def _apply_purchase(
         state.last_purchase_at = ts
 
 
-def _evaluate(state: CustomerState, at: int, policy: Policy, cause: str) -> list[Output]:
-    features = compute_features(state, at, policy.features_used)
-    chosen = policy.choose(features)
+def evaluate(
+    state: CustomerState, at: int, policy: Policy, cause: str, trigger: Trigger
+) -> list[Output]:
+    """Decide the tier, the lifecycle stage and the upgrade flag as of ``at``; record them
+    and the next due time in the state; return the changes."""
+    changed_policy = state.policy != policy.key
+    if changed_policy:
+        if state.policy is not None and state.tier is not None:
+            trigger = "policy_changed"
+        state.policy = policy.key
+        state.roll_due = None  # the windows it watches may differ
+    features = policy.features(state, at)
+    outputs: list[Output] = []
     previous = state.tier
-    if chosen.name == previous:
-        return []
+    tier, notes = _decide_tier(state, at, policy, features, changed_policy)
+    if tier.name != previous:
+        outputs.append(_tier_change(state, at, policy, features, tier, notes, cause, trigger))
+        state.tier = tier.name
+        state.tier_since = at
+    rules = policy.lifecycle
+    stage, why = rules.stage(state, at, features, state.stage, state.stage_since)
+    if stage != state.stage:
+        outputs.append(
+            LifecycleChange(
+                id=output_id(
+                    state.customer_id, "lifecycle_change", cause, state.stage or "", stage
+                ),
+                customer_id=state.customer_id,
+                at=at,
+                from_stage=state.stage,
+                to_stage=stage,
+                reason=why,
+                tier=tier.name,
+                policy_name=policy.name,
+                policy_version=policy.version,
+                cause=cause,
+                trigger=trigger,
+            )
+        )
+        state.stage = stage
+        state.stage_since = at
+    upgrade = policy.upgrade
+    if (
+        upgrade is not None
+        and tier.name in upgrade.tiers
+        and all_hold(upgrade.conditions, features)
+    ):
+        if state.upgrade_since is None:
+            state.upgrade_since = at
+            outputs.append(_upgrade_candidate(state, at, policy, features, tier, cause, trigger))
+    else:
+        state.upgrade_since = None  # the episode (if any) is over
+    state.evaluated_at = at
+    state.next_due = _next_due(state, at, policy)
+    return outputs
+
+
+def _decide_tier(
+    state: CustomerState, at: int, policy: Policy, features: Mapping[str, Any], fresh: bool
+) -> tuple[Tier, list[str]]:
+    """The tier after hysteresis, and notes on how hysteresis shaped it.
+
+    The entry tier is the first whose ``when`` holds. A better tier than the current one
+    is taken at once; a worse one only when the current tier's ``stay`` conditions fail,
+    and then only after ``min_days_in_tier`` in the tier and ``demotion_grace_days`` of
+    the demotion being wanted at every evaluation. Hysteresis does not apply to a
+    customer's first evaluation, to a tier the policy no longer has, or under a new
+    policy (``fresh``)."""
+    entry = policy.choose(features)
+    current = policy.tier(state.tier)
+    if fresh or current is None or policy.rank(entry.name) <= policy.rank(current.name):
+        state.pending_tier = state.pending_since = None
+        return entry, []
+    if current.keeps(features):
+        state.pending_tier = state.pending_since = None
+        return current, []
+    if state.pending_tier is None or state.pending_since is None:
+        state.pending_since = at
+    state.pending_tier = entry.name
+    allowed = _demotion_allowed(state, policy)
+    if at < allowed:
+        return current, []
+    notes = []
+    kept = current.conditions if current.stay is None else current.stay
+    failed = first_failed(kept, features)
+    if failed is not None:
+        notes.append(f"left {current.name}: {failed.describe(features.get(failed.feature), False)}")
+    h = policy.hysteresis
+    if h.min_days_in_tier or h.demotion_grace_days:
+        notes.append(
+            f"demotion wanted since {_days(at - state.pending_since)} days, "
+            f"in {current.name} for {_days(at - (state.tier_since or 0))} days "
+            f"(hysteresis: min {fmt(h.min_days_in_tier)} days in tier, "
+            f"grace {fmt(h.demotion_grace_days)} days)"
+        )
+    state.pending_tier = state.pending_since = None
+    return entry, notes
+
+
+def _demotion_allowed(state: CustomerState, policy: Policy) -> int:
+    h = policy.hysteresis
+    return max(
+        (state.tier_since or 0) + int(h.min_days_in_tier * DAY_MS),
+        (state.pending_since or 0) + int(h.demotion_grace_days * DAY_MS),
+    )
+
+
+def _days(ms: int) -> str:
+    return fmt(round(ms / DAY_MS, 2))
+
+
+def _next_due(state: CustomerState, at: int, policy: Policy) -> int | None:
+    """When the customer must next be re-evaluated without new events."""
+    if state.roll_due is None or state.roll_due <= at:
+        state.roll_due = _first_roll(state, at, policy)
+    best = state.roll_due
+    for t in (
+        policy.due_after(state, at),
+        _demotion_allowed(state, policy) if state.pending_tier is not None else None,
+        policy.lifecycle.reactivation_ends(state.stage or "", state.stage_since),
+    ):
+        if t is not None and t > at and (best is None or t < best):
+            best = t
+    return best
+
+
+def _first_roll(state: CustomerState, at: int, policy: Policy) -> int | None:
+    """The next time a day bucket leaves one of the rolling windows the policy reads."""
+    today = day_of(at)
+    best: int | None = None
+    for k in policy.windows_used:
+        w = WINDOWS_DAYS[k]
+        for d in state.buckets:
+            leaves = d + w
+            if leaves > today and (best is None or leaves < best):
+                best = leaves
+    return best * DAY_MS if best is not None else None
+
+
+def _note_bucket(state: CustomerState, day: int, policy: Policy) -> None:
+    """An event landed in ``day``'s bucket: it may leave a window before the known roll."""
+    today = day_of(state.clock)
+    roll = state.roll_due
+    for k in policy.windows_used:
+        leaves = day + WINDOWS_DAYS[k]
+        if leaves > today and (roll is None or leaves * DAY_MS < roll):
+            roll = leaves * DAY_MS
+    state.roll_due = roll
+
+
+def _tier_change(
+    state: CustomerState,
+    at: int,
+    policy: Policy,
+    features: Mapping[str, Any],
+    tier: Tier,
+    notes: list[str],
+    cause: str,
+    trigger: Trigger,
+) -> TierChange:
+    previous = state.tier
     decision = policy.decide(features)
+    deciding = dict(decision.features)
+    reasons = [*decision.reasons, *notes]
+    reasons.extend(policy.explain_features(features, deciding))
     direction: Direction
     if previous is None:
         direction = "new"
     else:
-        direction = "up" if policy.rank(decision.tier) < policy.rank(previous) else "down"
-    state.tier = decision.tier
-    state.tier_since = at
-    tier = policy.tier(decision.tier)
-    return [
-        TierChange(
-            id=output_id(state.customer_id, "tier_change", cause, previous or "", decision.tier),
-            customer_id=state.customer_id,
-            at=at,
-            from_tier=previous,
-            to_tier=decision.tier,
-            direction=direction,
-            reasons=decision.reasons,
-            features=decision.features,
-            policy_name=policy.name,
-            policy_version=policy.version,
-            service_level=dict(tier.service_level) if tier else {},
-            cause=cause,
-        )
-    ]
+        direction = "up" if policy.rank(tier.name) < policy.rank(previous) else "down"
+    score = features.get("score") if policy.scorecard is not None else None
+    return TierChange(
+        id=output_id(state.customer_id, "tier_change", cause, previous or "", tier.name),
+        customer_id=state.customer_id,
+        at=at,
+        from_tier=previous,
+        to_tier=tier.name,
+        direction=direction,
+        reasons=tuple(reasons),
+        features=deciding,
+        policy_name=policy.name,
+        policy_version=policy.version,
+        service_level=dict(tier.service_level),
+        cause=cause,
+        score=float(score) if isinstance(score, int | float) else None,
+        trigger=trigger,
+        stage=state.stage,
+    )
+
+
+def _upgrade_candidate(
+    state: CustomerState,
+    at: int,
+    policy: Policy,
+    features: Mapping[str, Any],
+    tier: Tier,
+    cause: str,
+    trigger: Trigger,
+) -> UpgradeCandidate:
+    assert policy.upgrade is not None
+    conditions = policy.upgrade.conditions
+    better = policy.tiers[policy.rank(tier.name) - 1].name if policy.rank(tier.name) else None
+    return UpgradeCandidate(
+        id=output_id(state.customer_id, "upgrade_candidate", cause, tier.name),
+        customer_id=state.customer_id,
+        at=at,
+        tier=tier.name,
+        next_tier=better,
+        reasons=tuple(c.describe(features.get(c.feature), True) for c in conditions),
+        features={c.feature: features.get(c.feature) for c in conditions},
+        policy_name=policy.name,
+        policy_version=policy.version,
+        cause=cause,
+        trigger=trigger,
+    )

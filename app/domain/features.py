@@ -123,6 +123,7 @@ def rolling(state: CustomerState, as_of: int) -> dict[str, float]:
         out[purchases_key] = purchases
         out[interactions_key] = sums.interactions[k]
         out[aov_key] = spend / purchases if purchases else 0.0
+        out[f"margin_{WINDOWS_DAYS[k]}d"] = math.fsum(sums.margin[k])
     return out
 
 

@@ -23,6 +23,9 @@ from app.domain.state import CustomerState
 _NAMESPACE = uuid.UUID("6f0e8d55-3c1a-4d53-9a57-2f1f7f0c9d10")
 
 Direction = Literal["new", "up", "down"]
+#: What made the core evaluate: an input event, time passing (a due time), a new policy
+#: version, or new population cut-offs.
+Trigger = Literal["event", "time", "policy_changed", "cutoffs_changed"]
 
 
 def output_id(customer_id: str, kind: str, cause: str, *says: str) -> str:
@@ -48,22 +51,58 @@ class TierChange:
     service_level: Mapping[str, Any]
     cause: str
     score: float | None = None
+    trigger: Trigger = "event"
+    #: The lifecycle stage before this evaluation (None the first time).
+    stage: str | None = None
     kind: str = field(default="tier_change", init=False)
 
 
-Output = TierChange
+@dataclass(frozen=True, slots=True)
+class LifecycleChange:
+    """A customer moved to another lifecycle stage (``from_stage`` None the first time)."""
+
+    id: str
+    customer_id: str
+    at: int
+    from_stage: str | None
+    to_stage: str
+    reason: str
+    tier: str
+    policy_name: str
+    policy_version: str
+    cause: str
+    trigger: Trigger = "event"
+    kind: str = field(default="lifecycle_change", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeCandidate:
+    """A low-tier customer whose recent behaviour rises: flagged once per episode."""
+
+    id: str
+    customer_id: str
+    at: int
+    tier: str
+    next_tier: str | None
+    reasons: tuple[str, ...]
+    features: Mapping[str, Any]
+    policy_name: str
+    policy_version: str
+    cause: str
+    trigger: Trigger = "event"
+    kind: str = field(default="upgrade_candidate", init=False)
+
+
+Output = TierChange | LifecycleChange | UpgradeCandidate
 
 
 def snapshot(state: CustomerState, as_of: int | None = None) -> dict[str, Any]:
     """The customer's current tier, rolling aggregates and RFM summary as of ``as_of``
-    (default: the time the tier was last evaluated at: the customer's own clock, or the
-    later time of a :func:`~app.domain.engine.tick` that changed the tier, so the numbers
-    match the tier). This is the ``tierstream.customers`` value and a line of
+    (default: the time the customer was last evaluated at, so the numbers match the tier).
+    This is the ``tierstream.customers`` value and a line of
     ``classify --customers-out``."""
     if as_of is None:
-        at = state.clock
-        if state.tier_since is not None and state.tier_since > at:
-            at = state.tier_since
+        at = state.clock if state.clock > state.evaluated_at else state.evaluated_at
     else:
         at = as_of
     rfm = rfm_summary(state, at)
@@ -71,10 +110,16 @@ def snapshot(state: CustomerState, as_of: int | None = None) -> dict[str, Any]:
         "customer_id": state.customer_id,
         "tier": state.tier,
         "tier_since": state.tier_since,
+        "stage": state.stage,
+        "stage_since": state.stage_since,
+        "pending_tier": state.pending_tier,
+        "upgrade_candidate_since": state.upgrade_since,
+        "policy": state.policy,
         "as_of": at,
         "rolling": rolling(state, at),
         "lifetime": {
             "spend": state.lifetime_spend,
+            "margin": state.lifetime_margin,
             "purchases": state.lifetime_purchases,
             "refunds": state.lifetime_refunds,
             "interactions": state.lifetime_interactions,

@@ -241,12 +241,27 @@ class Policy:
         by_name: dict[str, Tier] = self._by_name  # type: ignore[attr-defined]
         return by_name.get(name) if name is not None else None
 
-    def features(self, state: CustomerState, at: int) -> dict[str, Any]:
-        """Every feature the policy decides on, as of ``at``: computed, derived,
-        percentiles, RFM scores and the scorecard ``score``."""
+    def _base_features(self, state: CustomerState, at: int) -> dict[str, Any]:
         f = compute_features(state, at, self.inputs)
         for name, expr in self.derived:
             f[name] = expr.fn(f)
+        return f
+
+    def ranked_values(self, state: CustomerState, at: int) -> dict[str, float]:
+        """The customer's values of the metrics ranked over the population (what the
+        population sketches summarise); a missing value is left out."""
+        f = self._base_features(state, at)
+        out: dict[str, float] = {}
+        for metric in self.ranked:
+            v = f.get(metric)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[metric] = float(v)
+        return out
+
+    def features(self, state: CustomerState, at: int) -> dict[str, Any]:
+        """Every feature the policy decides on, as of ``at``: computed, derived,
+        percentiles, RFM scores and the scorecard ``score``."""
+        f = self._base_features(state, at)
         cutoffs = self.cutoffs
         for pname, metric, points in self._percentiles:  # type: ignore[attr-defined]
             value = f.get(metric)

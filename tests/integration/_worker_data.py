@@ -20,7 +20,7 @@ from app.domain.outputs import snapshot
 from app.domain.policy import Policy
 from app.domain.replay import ReplayResult, replay, sort_key
 from app.domain.state import DAY_MS, CustomerState, state_from_dict, state_to_dict
-from schemas import decode_event, tier_change_to_cloudevent
+from schemas import decode_event, output_to_cloudevent
 
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 SPAN_DAYS = 540  # ~18 months
@@ -144,7 +144,7 @@ def expected(docs: Sequence[Doc], policy: Policy) -> Expected:
     result = replay(sorted(events, key=sort_key), policy)
     changes: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for out in result.outputs:
-        changes[out.customer_id].append(tier_change_to_cloudevent(out))
+        changes[out.customer_id].append(output_to_cloudevent(out))
     per_customer: dict[str, list[Event]] = defaultdict(list)
     for e in events:
         per_customer[e.customer_id].append(e)
@@ -221,7 +221,7 @@ def consistent_with_some_interleaving(
                 res = step(None if before is None else _copy(before), event, 0, policy)
                 if to not in states:
                     states[to] = res.state
-                outs = [tier_change_to_cloudevent(o) for o in res.outputs]
+                outs = [output_to_cloudevent(o) for o in res.outputs]
                 if same(outs, list(observed[k : k + len(outs)])):
                     nxt.add((to, k + len(outs)))
         frontier = nxt

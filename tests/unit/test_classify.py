@@ -14,11 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli import cli
+from app.domain.engine import tick
 from app.domain.outputs import snapshot
 from app.domain.replay import replay, sort_key
 from app.policy_files import load_policy
 from app.simulate import SimulationConfig, simulate
-from schemas.codec import decode_event, encode_snapshot, encode_tier_change
+from schemas.codec import decode_event, encode_output, encode_snapshot
 
 CDNOW = Path(__import__("lifetimes").__file__).parent / "datasets" / "CDNOW_sample.txt"
 CDNOW_ARGS = [
@@ -72,7 +73,8 @@ def test_classify_output_equals_replay_of_the_same_events(
     code, _ = run(["classify", str(path), "--out", str(out), "--customers-out", str(customers)])
     assert code == 0
 
-    # The reference: decode what decodes, stable sort by event time, replay, encode.
+    # The reference: decode what decodes, stable sort by event time, replay, run what
+    # falls due up to the last event time, order the outputs by time, encode.
     events = []
     for raw in lines:
         try:
@@ -81,7 +83,10 @@ def test_classify_output_equals_replay_of_the_same_events(
             continue
     policy = load_policy()
     expected = replay(sorted(events, key=sort_key), policy)
-    assert out.read_bytes() == b"".join(encode_tier_change(o) + b"\n" for o in expected.outputs)
+    for state in expected.states.values():
+        expected.outputs.extend(tick(state, expected.max_event_time, policy).outputs)
+    expected.outputs.sort(key=lambda o: o.at)
+    assert out.read_bytes() == b"".join(encode_output(o) + b"\n" for o in expected.outputs)
     assert customers.read_bytes() == b"".join(
         encode_snapshot(snapshot(s)) + b"\n" for _, s in sorted(expected.states.items())
     )
@@ -181,8 +186,8 @@ def test_cdnow_sample_rfm_matches_lifetimes(tmp_path: Path) -> None:
         assert rfm["monetary_value"] == pytest.approx(row["monetary_value"], abs=1e-6), cid
         checked += 1
     assert checked == 2357
-    # --as-of re-evaluates tiers at that date: they agree with the reported aggregates.
-    assert "tiers moved by --as-of" in output
+    # --as-of advances everyone to that date: tiers agree with the reported aggregates.
+    assert "advanced to" in output and "1998-06-30T00:00:00.000Z" in output
     for c in ours.values():
         rolling = c["rolling"]
         assert isinstance(rolling, dict)
@@ -198,7 +203,9 @@ def test_cdnow_sample_rfm_matches_lifetimes(tmp_path: Path) -> None:
 
 
 def test_cdnow_own_clock_default(tmp_path: Path) -> None:
-    """Without --as-of each customer is reported as of their own last event."""
+    """Without --as-of everyone is advanced to the last event time of the file and reported
+    as of their last evaluation: the last event, or the last re-evaluation that fell due
+    after it (here: silence making 00004, last seen 1997-12-12, at risk 90 days later)."""
     customers = tmp_path / "customers.jsonl"
     code, _ = run(
         ["classify", str(CDNOW), *CDNOW_ARGS, "-o", "-", "--customers-out", str(customers), "-q"]
@@ -206,9 +213,11 @@ def test_cdnow_own_clock_default(tmp_path: Path) -> None:
     assert code == 0
     first = jsonl(customers)[0]
     assert first["customer_id"] == "00004"
-    assert first["as_of"] == first["last_purchase_at"]
+    at_risk = first["last_purchase_at"] + 90 * 86_400_000  # 90 days of silence
+    assert (first["stage"], first["stage_since"]) == ("at_risk", at_risk)
+    assert first["as_of"] == at_risk + 1  # the last re-evaluation: 1 ms past the threshold
     rfm = first["rfm"]
-    assert isinstance(rfm, dict) and rfm["T"] == rfm["recency"] == 345
+    assert isinstance(rfm, dict) and rfm["recency"] == 345 and rfm["T"] == 345 + 90
 
 
 def test_classify_rejects_far_future_events_like_the_worker(tmp_path: Path) -> None:
@@ -239,5 +248,6 @@ def test_classify_reads_stdin() -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    (change,) = [orjson.loads(x) for x in proc.stdout.splitlines()]
+    outputs = [orjson.loads(x) for x in proc.stdout.splitlines()]
+    (change,) = [o for o in outputs if o["type"] == "io.tierstream.tier.changed.v1"]
     assert change["data"]["to_tier"] == "C" and change["data"]["direction"] == "new"

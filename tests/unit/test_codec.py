@@ -16,11 +16,11 @@ from app.domain.outputs import TierChange
 from schemas import (
     decode_event,
     encode_input,
+    encode_output,
     encode_snapshot,
-    encode_tier_change,
     kind_of,
+    output_to_cloudevent,
     parse_timestamp,
-    tier_change_to_cloudevent,
 )
 from schemas.codec import iso
 
@@ -162,13 +162,13 @@ def _change(**kw: Any) -> TierChange:
 
 
 def test_cloudevent_form() -> None:
-    ce = tier_change_to_cloudevent(_change())
+    ce = output_to_cloudevent(_change())
     assert ce["specversion"] == "1.0" and ce["type"] == schemas.EVENT_TYPES["tier_change"]
     assert ce["time"] == "2024-05-01T10:00:00.007Z"
     assert ce["subject"] == "c1" and ce["datacontenttype"] == "application/json"
     assert ce["data"]["features"] == {"spend_365d": 3500.0, "days_since_last_purchase": None}
     assert ce["data"]["policy"] == {"name": "value-tiers", "version": "1"}
-    assert orjson.loads(encode_tier_change(_change())) == ce
+    assert orjson.loads(encode_output(_change())) == ce
 
 
 @pytest.mark.parametrize("ms", [631_152_000_000, T, T + 1, T + 999, T + 1000, 4_102_444_799_999])

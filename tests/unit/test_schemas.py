@@ -29,8 +29,8 @@ from schemas import (
     REASONS,
     SCHEMA_FILES,
     decode_event,
+    encode_output,
     encode_snapshot,
-    encode_tier_change,
     load_schema,
 )
 from tests.builders import random_events
@@ -263,23 +263,30 @@ def _check_documented(instance: Any, schema: dict[str, Any], path: str = "$") ->
 
 def _outputs(seed: int) -> tuple[list[bytes], list[bytes]]:
     result = replay(random_events(seed, customers=12, n=800), load_policy())
-    changes = [encode_tier_change(o) for o in result.outputs]
+    changes = [encode_output(o) for o in result.outputs]
     snaps = [encode_snapshot(snapshot(s)) for s in result.states.values()]
     snaps += [encode_snapshot(snapshot(s, as_of=0)) for s in result.states.values()]
     return changes, snaps
+
+
+OUTPUT_SCHEMAS = ("tier-change", "lifecycle-change", "upgrade-candidate")
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_generated_outputs_validate(seed: int) -> None:
     changes, snaps = _outputs(seed)
     assert changes and snaps
-    tc, cs = VALIDATORS["tier-change"], VALIDATORS["customer-snapshot"]
-    tc_schema, cs_schema = load_schema("tier-change"), load_schema("customer-snapshot")
+    cs, cs_schema = VALIDATORS["customer-snapshot"], load_schema("customer-snapshot")
+    by_type = {load_schema(n)["properties"]["type"]["const"]: n for n in OUTPUT_SCHEMAS}
+    seen = set()
     for raw in changes:
         document = orjson.loads(raw)
-        errors = [e.message for e in tc.iter_errors(document)]
+        name = by_type[document["type"]]
+        seen.add(name)
+        errors = [e.message for e in VALIDATORS[name].iter_errors(document)]
         assert errors == [], errors
-        _check_documented(document, tc_schema)
+        _check_documented(document, load_schema(name))
+    assert seen >= {"tier-change", "lifecycle-change"}
     for raw in snaps:
         document = orjson.loads(raw)
         errors = [e.message for e in cs.iter_errors(document)]
@@ -291,12 +298,12 @@ def test_first_tier_change_has_null_from_tier_and_infinite_features_as_null() ->
     events = [
         decode_event(doc(INTERACTION, event_id=f"v{i}"), kind="interaction") for i in range(2)
     ]
-    out = replay(events, load_policy()).outputs
+    out = [o for o in replay(events, load_policy()).outputs if o.kind == "tier_change"]
     assert len(out) == 1
-    ce = orjson.loads(encode_tier_change(out[0]))
+    ce = orjson.loads(encode_output(out[0]))
     assert ce["data"]["from_tier"] is None and ce["data"]["direction"] == "new"
     assert ce["time"] == "2024-05-01T10:00:00.000Z"
     assert ce["subject"] == "c1" and ce["id"] == out[0].id
     assert VALIDATORS["tier-change"].is_valid(ce)
     bad = dataclasses.replace(out[0], direction="sideways")  # type: ignore[arg-type]
-    assert not VALIDATORS["tier-change"].is_valid(orjson.loads(encode_tier_change(bad)))
+    assert not VALIDATORS["tier-change"].is_valid(orjson.loads(encode_output(bad)))

@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 
 from app.classify import classify_events
 from app.cli import cli
-from app.domain.engine import tick
 from app.policy_files import load_policy
 from app.simulate import Simulation, SimulationConfig, simulate
 from schemas.codec import decode_event, parse_timestamp
@@ -93,11 +92,9 @@ def test_default_policy_spread_is_plausible() -> None:
     of the period, time having passed for everyone)."""
     config = SimulationConfig(customers=1500, days=365, seed=2)
     policy = load_policy()
-    result = classify_events((decode_event(d) for d in simulate(config).events), policy)
-    tiers = Counter()
-    for state in result.states.values():
-        tick(state, config.end_ms, policy)
-        tiers[state.tier] += 1
+    events = (decode_event(d) for d in simulate(config).events)
+    result, _, _ = classify_events(events, policy, as_of=config.end_ms)
+    tiers = Counter(state.tier for state in result.states.values())
     n = sum(tiers.values())
     share = {t: tiers[t] / n for t in "ABCD"}
     assert 0.01 <= share["A"] <= 0.07, share
