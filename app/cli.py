@@ -89,6 +89,12 @@ def policy_features() -> None:
     typer.echo(f"{'attributes.<name>':<{width}}  a profile attribute (from profile events)")
 
 
+# `tierstream policy diff` (shadow evaluation) lives in app.shadow_cli.
+from app.shadow_cli import DIFF_HELP, policy_diff  # noqa: E402
+
+policy_cli.command("diff", help=DIFF_HELP)(policy_diff)
+
+
 @cli.command()
 def broker(
     port: int = typer.Option(9092, help="Port to listen on (127.0.0.1)."),
