@@ -24,11 +24,15 @@ def register(app: TierstreamApp) -> Any:
         batches = BatchTaker(stream, settings.batch_size, settings.batch_timeout_s)
         try:
             while not stream.should_stop:
-                # Wait for events, but not past the next flush.
-                events = await batches.take(app.until_flush(), wake_on_suspend=app.unflushed > 0)
+                # Wait for events, but not past the next flush or timer run (no timer
+                # while a rebalance waits: it must not keep the loop from waiting).
+                wait = app.until_flush() if batches.suspended else app.until_wake()
+                events = await batches.take(wait, wake_on_suspend=app.unflushed > 0)
                 if events:
                     outcome = app.process(events)  # decode -> step, per event, in order
                     await app.send(outcome)  # tier changes and dead letters, on their way
+                if not batches.suspended:
+                    await app.run_timer()  # customers whose due time has come
                 reason = app.flush_due(rebalancing=batches.suspended)
                 if reason:
                     # snapshots, then the touched customers' states, all on the broker:

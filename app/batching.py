@@ -26,18 +26,19 @@ import itertools
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
 
-from app.domain.engine import StepResult, step
+from app.domain.engine import StepResult, step, tick
 from app.domain.errors import InvalidEvent
 from app.domain.events import Event, EventKind
 from app.domain.outputs import Output, snapshot
 from app.domain.policy import Policy
 from app.domain.state import CustomerState, state_from_dict, state_to_dict
+from app.timers import DueIndex, ReadProgress
 from schemas import OUTPUT_TOPICS, decode_event, encode_output, encode_snapshot
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ StepFn = Callable[[CustomerState | None, Event, int, Policy], StepResult]
 #: Reads a customer's stored state (encoded bytes) by table key, for the record at the
 #: given position of the batch (a store may need the record's partition); None: absent.
 StateLoader = Callable[[bytes, int], bytes | None]
+#: Reads a stored state by key from the store of a partition (the timer path).
+PartitionLoader = Callable[[bytes, int], bytes | None]
 
 
 class InputRecord(NamedTuple):
@@ -92,6 +95,8 @@ class BatchOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     events: int = 0
     duplicates: int = 0
+    #: customers re-evaluated by the timer path
+    ticked: int = 0
 
     @property
     def tier_changes(self) -> list[OutputRecord]:
@@ -216,6 +221,10 @@ class CustomerBatch:
         self._step = step_fn
         self._clock = clock
         self.cache = StateCache(cache_size)
+        #: when this worker's customers next fall due (see :mod:`app.timers`)
+        self.due = DueIndex()
+        #: how far each input topic-partition has been read (the timer's watermark)
+        self.read = ReadProgress()
         self._dirty: dict[str, _Dirty] = {}
         #: events applied since the last flush (what a flush will make durable)
         self.unflushed_events = 0
@@ -230,7 +239,10 @@ class CustomerBatch:
         dirty = self._dirty
         max_ts = self._clock() + self.max_future_skew_ms
         clocks = self.partition_clocks
+        read, read_time = self.read.next_offset, self.read.event_time
         for index, record in enumerate(records):
+            tp = (record.topic, record.partition)
+            read[tp] = record.offset + 1
             try:
                 event = self._decode(record, max_ts)
             except InvalidEvent as exc:
@@ -238,6 +250,8 @@ class CustomerBatch:
                 continue
             out.events += 1
             partition = record.partition
+            if event.occurred_at > read_time.get(tp, 0):
+                read_time[tp] = event.occurred_at
             now = clocks.get(partition, 0)
             if event.occurred_at > now:
                 now = clocks[partition] = event.occurred_at
@@ -265,9 +279,61 @@ class CustomerBatch:
                 entry.state = result.state
             entry.applied.append(event)
             self.unflushed_events += 1
+            self.due.put(customer_id, partition, result.state.next_due)
             for output in result.outputs:
                 out.add(output, partition)
         return out
+
+    def tick(self, clocks: Mapping[int, int], load: PartitionLoader) -> BatchOutcome:
+        """The timer path: every customer of a partition in ``clocks`` whose due time the
+        partition clock has reached is re-evaluated (the core's ``tick``); they become
+        dirty like customers with events, so the next flush writes them."""
+        out = BatchOutcome()
+        dirty = self._dirty
+        for partition, now in clocks.items():
+            for customer_id in self.due.pop_due(partition, now):
+                entry = dirty.get(customer_id)
+                try:
+                    state = (
+                        entry.state
+                        if entry is not None
+                        else self._load_at(customer_id, load, partition)
+                    )
+                    if state is None:
+                        continue
+                    result = tick(state, now, self.policy)
+                except Exception as exc:  # a bug: logged without the customer, skipped
+                    log.error("timer error on partition %d: %s", partition, type(exc).__name__)
+                    if entry is not None:
+                        del dirty[customer_id]  # its events stay unacked: consumed again
+                    continue
+                out.ticked += 1
+                if entry is None:
+                    entry = dirty[customer_id] = _Dirty(result.state, partition)
+                self.due.put(customer_id, partition, result.state.next_due)
+                for output in result.outputs:
+                    out.add(output, partition)
+        return out
+
+    def rebuild_due(self, stored: Iterable[tuple[int, bytes, bytes]]) -> None:
+        """Rebuild the due-time index from the table's ``(partition, key, value)`` (after
+        a recovery), keeping what the unflushed customers say, and resume each partition
+        clock from the latest customer clock stored (a restart knows no events yet)."""
+        clocks = self.due.rebuild(stored)
+        for customer_id, entry in self._dirty.items():
+            self.due.put(customer_id, entry.partition, entry.state.next_due)
+        for partition, clock in clocks.items():
+            if clock > self.partition_clocks.get(partition, 0):
+                self.partition_clocks[partition] = clock
+
+    def _load_at(
+        self, customer_id: str, load: PartitionLoader, partition: int
+    ) -> CustomerState | None:
+        state = self.cache.take(customer_id)
+        if state is not None:
+            return state
+        raw = load(table_key(customer_id), partition)
+        return None if raw is None else decode_state(raw)
 
     def flush(self) -> Flush:
         """The table writes and snapshots of every customer touched since the last flush;
@@ -296,6 +362,8 @@ class CustomerBatch:
         self._dirty.clear()
         self.unflushed_events = 0
         self.cache.clear()
+        self.due.clear()  # the owner rebuilds it from the table (see app.faust_app)
+        self.read.clear()  # reading restarts where the partitions' next owner commits
 
     def _decode(self, record: InputRecord, max_ts: int) -> Event:
         if record.value is None:
@@ -356,7 +424,9 @@ class Counters:
     batches: int = 0
     events: int = 0
     duplicates: int = 0
-    #: outputs by kind (tier_change, lifecycle_change, upgrade_candidate)
+    #: customers re-evaluated by the timer path
+    ticked: int = 0
+    #: output records by topic (tier-changes, lifecycle-changes, upgrade-candidates)
     outputs: dict[str, int] = field(default_factory=dict)
     #: flushes by why they happened (interval, size, rebalance)
     flushes: dict[str, int] = field(default_factory=dict)
@@ -369,6 +439,7 @@ class Counters:
         self.batches += 1
         self.events += outcome.events
         self.duplicates += outcome.duplicates
+        self.ticked += outcome.ticked
         for topic, records in outcome.outputs.items():
             self.outputs[topic] = self.outputs.get(topic, 0) + len(records)
         for dl in outcome.dead_letters:
@@ -383,6 +454,7 @@ class Counters:
             "batches": self.batches,
             "events": self.events,
             "duplicates": self.duplicates,
+            "ticked": self.ticked,
             "outputs": dict(self.outputs),
             "flushes": dict(self.flushes),
             "customers_written": self.customers_written,

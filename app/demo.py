@@ -221,6 +221,7 @@ class _Processes:
             "TIERSTREAM_TOPIC_PREFIX": settings.topic_prefix,
             "TIERSTREAM_SESSION_TIMEOUT_S": str(settings.session_timeout_s),
             "TIERSTREAM_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
+            "TIERSTREAM_CLOCK_MODE": settings.clock_mode,
             "TIERSTREAM_LOG_LEVEL": settings.log_level,
             "PYTHONUNBUFFERED": "1",
         }
@@ -320,6 +321,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> int:
                 policy_file=cfg.policy_file,
                 session_timeout_s=6.0,
                 heartbeat_interval_s=0.5,
+                # The sample traffic is a past year: its partition clocks are event time
+                # (the wall clock would make everyone silent since then).
+                clock_mode="event",
             )
             records = [to_record(doc, settings) for doc in sim.events]
             try:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import faust
@@ -45,10 +45,12 @@ from app.batching import (
     Counters,
     CustomerBatch,
     InputRecord,
+    wall_clock_ms,
 )
 from app.domain.policy import Policy
-from app.recovery import TierstreamTableManager
+from app.recovery import TierstreamTableManager, start_offsets
 from app.settings import Settings
+from app.timers import partition_clocks
 from schemas import OUTPUT_TOPICS as EVENT_OUTPUT_TOPICS
 
 log = logging.getLogger(__name__)
@@ -200,6 +202,8 @@ class BatchTaker:
                     break
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
+                    if not batch:
+                        await asyncio.sleep(0)  # never return without letting others run
                     break
                 waits: list[Any] = [queue.get()]
                 if wake_on_suspend:
@@ -352,8 +356,15 @@ class TierstreamApp:
         self._abandoned = 0
         self._at_partition: dict[int, _AtPartition] = {}
         self._outputs_declared = False
+        #: the due-time index must be rebuilt from the table before the timer runs again
+        self._due_stale = True
+        self._timer_at = 0.0
         self._forget_on_revocation()
         self._add_pages()
+
+        @self.customer_state.on_recover
+        async def _recovered() -> None:
+            self._due_stale = True
 
     def _forget_on_revocation(self) -> None:
         async def _revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -385,6 +396,7 @@ class TierstreamApp:
         self._flush_at = None
         self._abandoned += 1
         self.batch.discard()
+        self._due_stale = True
 
     def _add_pages(self) -> None:
         counters = self.counters
@@ -454,6 +466,90 @@ class TierstreamApp:
         await out.send_open()  # on its way now, not at the flush: changes are news
         self.counters.add(outcome)
 
+    # -- the timer path ----------------------------------------------------------------
+    def until_timer(self) -> float:
+        """Seconds until the timer should run again."""
+        return max(self._timer_at - asyncio.get_running_loop().time(), 0.0)
+
+    def until_wake(self) -> float:
+        """How long the agent may wait for events: until a flush or the timer is due."""
+        flush = self.until_flush()
+        timer = self.until_timer()
+        return timer if flush is None else min(flush, timer)
+
+    async def run_timer(self, *, force: bool = False) -> int:
+        """Re-evaluate the customers whose due time their partition's clock has reached
+        (:mod:`app.timers`), at most every ``timer_interval_s``; their outputs are sent
+        and they are written at the next flush. Returns how many were re-evaluated."""
+        loop = asyncio.get_running_loop()
+        if not force and loop.time() < self._timer_at:
+            return 0
+        self._timer_at = loop.time() + self.settings.timer_interval_s
+        tables: Any = self.faust.tables
+        if not tables.recovery.completed.is_set():
+            return 0
+        partitions = self.active_partitions()
+        if self._due_stale:
+            self.batch.rebuild_due(self._stored_items(partitions))
+            self._due_stale = False
+        settings = self.settings
+        starts = {(tp.topic, tp.partition): off for tp, off in start_offsets(self.faust).items()}
+        clocks = partition_clocks(
+            partitions,
+            self.batch.kinds,
+            self.batch.read,
+            starts,
+            self._highwater,
+            self.batch.partition_clocks,
+            wall_clock_ms() if settings.clock_mode == "wall" else None,
+            int(settings.allowed_lateness_s * 1000),
+        )
+        outcome = self.batch.tick(clocks, self._load_at)
+        if outcome.ticked:
+            await self.send(outcome)
+            if self._flush_at is None:
+                self._flush_at = loop.time() + settings.flush_interval_s
+        return outcome.ticked
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        """The end offset of an input partition as of the consumer's last fetch."""
+        try:
+            hw = self.faust.consumer.highwater(TP(topic, partition))
+        except Exception:  # not assigned (any more), or no consumer yet
+            return None
+        return int(hw) if hw is not None else None
+
+    def active_partitions(self) -> set[int]:
+        """The table partitions this worker owns (actively) now."""
+        changelog = self.customer_state.changelog_topic.get_topic_name()
+        return {
+            tp.partition for tp in self.faust.assignor.assigned_actives() if tp.topic == changelog
+        }
+
+    def _load_at(self, key: bytes, partition: int) -> bytes | None:
+        token = _current_event.set(weakref.ref(self._marker(partition)))  # type: ignore[arg-type]
+        try:
+            value: bytes | None = self.customer_state.get(key)
+        finally:
+            _current_event.reset(token)
+        return value
+
+    def _stored_items(self, partitions: set[int]) -> Iterator[tuple[int, bytes, bytes]]:
+        """``(partition, key, value)`` of every stored customer of ``partitions``."""
+        store: Any = self.customer_state.data
+        dbs = getattr(store, "_dbs", None)
+        if dbs is not None:  # RocksDB: one database per partition
+            for partition, db in list(dbs.items()):
+                if partition in partitions:
+                    for key, value in store._visible_items(db):
+                        yield partition, key, value
+            return
+        key_partition = store._key_partition  # memory store: see flush()
+        for key, value in list(store.data.items()):
+            partition = key_partition.get(key)
+            if partition in partitions and value is not None:
+                yield partition, key, value
+
     # -- per flush -----------------------------------------------------------------------
     def until_flush(self) -> float | None:
         """Seconds until the next flush is due; None when nothing is unflushed."""
@@ -469,7 +565,7 @@ class TierstreamApp:
     def flush_due(self, *, rebalancing: bool = False) -> FlushReason | None:
         """Why to flush now, if so: a rebalance waits for the unflushed events to be
         acked, too many are unflushed, or the interval passed."""
-        if not self._unflushed:
+        if not self._unflushed and not self.batch.dirty_customers:
             return None
         if rebalancing:
             return "rebalance"
@@ -497,6 +593,9 @@ class TierstreamApp:
         await out.delivered()  # tier changes, dead letters and snapshots are on the broker
         table = self.customer_state
         store = table.data
+        # Faust's memory store learns a key's partition only from the changelog; the
+        # timer's index rebuild (and Faust dropping revoked keys) needs it for ours too.
+        key_partition: Any = getattr(store, "_key_partition", None)
         changelog = table.changelog_topic.get_topic_name()
         set_current, reset_current = _current_event.set, _current_event.reset
         for write in flush.writes:
@@ -505,6 +604,8 @@ class TierstreamApp:
                 store[write.key] = write.value
             finally:
                 reset_current(token)
+            if key_partition is not None:
+                key_partition[write.key] = write.partition
             await out.add(changelog, write.partition, write.key, write.value)
         await out.delivered()  # the states are on the broker
         if abandoned == self._abandoned:  # else the cache was cleared meanwhile

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -115,12 +116,23 @@ async def true_end_offsets(consumer: Any, tps: Iterable[TP]) -> dict[TP, int | N
     return ends
 
 
+#: Per Faust app: the offset each source partition was positioned at by the last recovery
+#: (the timer's watermark, :mod:`app.timers`, needs to know where reading started).
+_START_OFFSETS: weakref.WeakKeyDictionary[Any, dict[TP, int]] = weakref.WeakKeyDictionary()
+
+
+def start_offsets(app: Any) -> dict[TP, int]:
+    """Where the last recovery positioned each source partition of ``app``."""
+    return _START_OFFSETS.get(app, {})
+
+
 async def position_at_committed(
-    aio_consumer: Any, tps: Iterable[TP], reset: str
+    aio_consumer: Any, tps: Iterable[TP], reset: str, positions: dict[TP, int] | None = None
 ) -> dict[TP, int | None]:
     """Seek each partition to its committed offset, or by the ``reset`` policy
     (``earliest``/``latest``) when it has none (module docstring, 3). Runs in the
-    consumer thread; returns the committed offsets (None: none)."""
+    consumer thread; returns the committed offsets (None: none), and fills ``positions``
+    with the offset each partition will be read from."""
     committed: dict[TP, int | None] = {}
     uncommitted = []
     for tp in tps:
@@ -136,6 +148,9 @@ async def position_at_committed(
             await aio_consumer.seek_to_end(*uncommitted)
         else:
             await aio_consumer.seek_to_beginning(*uncommitted)
+    if positions is not None:
+        for tp in committed:
+            positions[tp] = await aio_consumer.position(TopicPartition(tp.topic, tp.partition))
     return committed
 
 
@@ -161,12 +176,15 @@ class TierstreamRecovery(Recovery):  # type: ignore[misc]
         positioned (committed offset, else the reset policy), not only the committed."""
         consumer: Any = self.app.consumer
         thread = consumer._thread
+        positions: dict[TP, int] = {}
         committed: dict[TP, int | None] = await thread.call_thread(
             position_at_committed,
             thread._ensure_consumer(),
             tps,
             self.app.conf.consumer_auto_offset_reset,
+            positions,
         )
+        _START_OFFSETS[self.app] = positions
         # Faust's bookkeeping, as in Consumer.perform_seek.
         consumer._read_offset.update(
             {tp: off if off is not None and off >= 0 else None for tp, off in committed.items()}

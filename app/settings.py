@@ -46,6 +46,21 @@ class Settings(BaseSettings):
     state_cache_size: int = Field(
         200_000, ge=0, description="Customer states kept decoded in memory (0: none)."
     )
+    clock_mode: Literal["wall", "event"] = Field(
+        "wall",
+        description="Partition clock: 'wall' (live: an idle partition's clock advances with "
+        "the wall clock, so silence is noticed without events) or 'event' (event time "
+        "only: replays of history raise what fell due at the times it would have).",
+    )
+    allowed_lateness_s: float = Field(
+        0.0,
+        ge=0,
+        description="The partition clock lags the latest event (and the wall clock) by this "
+        "much, so events arriving this late are still applied before the timer looks.",
+    )
+    timer_interval_s: float = Field(
+        1.0, gt=0, description="How often the timer re-evaluates customers that fell due."
+    )
     max_future_skew_s: float = Field(
         86400.0, description="Events dated further than this past the wall clock are rejected."
     )

@@ -304,7 +304,8 @@ def state_from_dict(d: dict[str, Any]) -> CustomerState:
 
     v3 -> v4: bucket rows gain a margin slot (0: margins were not kept), the windows a
     margin sum; the evaluation time is the later of the clock and ``tier_since``; no
-    lifecycle stage, pending change or due time yet (the next evaluation sets them).
+    lifecycle stage or pending change yet, and a customer with a tier is due at once (the
+    next evaluation sets the stage and the real due time).
 
     v2 -> v3: the buckets were rows ``[day, spend, purchases, interactions]``.
     v1 -> v2: ``purchase_day_bits`` is rebuilt from the first and last purchase days and
@@ -364,6 +365,8 @@ def state_from_dict(d: dict[str, Any]) -> CustomerState:
         row.extend([0.0] * (MARGIN + 1 - len(row)))
     if "evaluated_at" not in d:
         state.evaluated_at = max(state.clock, state.tier_since or 0)
+        if state.tier is not None:  # due at once: the first timer run sets the real due time
+            state.next_due = state.evaluated_at
     state.recent_ids = list(d.get("recent_ids", ()))
     state.attributes = dict(d.get("attributes", {}))
     if "purchase_day_bits" in d:

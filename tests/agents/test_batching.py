@@ -253,6 +253,7 @@ def test_counters_add_up(policy: Policy) -> None:
         "batches": 1,
         "events": 1,
         "duplicates": 0,
+        "ticked": 0,
         "outputs": {"tier-changes": 1, "lifecycle-changes": 1},
         "flushes": {"interval": 1},
         "customers_written": 1,

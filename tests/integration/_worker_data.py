@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.domain.engine import step
+from app.domain.engine import advance, step
 from app.domain.events import Event
 from app.domain.outputs import snapshot
 from app.domain.policy import Policy
@@ -131,25 +131,61 @@ def decode(doc: Doc) -> Event:
 
 @dataclass(slots=True)
 class Expected:
-    """The batch result: replay of the whole file in event-time order."""
+    """The batch result: replay of the whole file in event-time order, then what fell due
+    up to each customer's partition clock (see :func:`expected`)."""
 
     result: ReplayResult
-    changes: dict[str, list[dict[str, Any]]]  # per customer, CloudEvents in order
+    changes: dict[str, list[dict[str, Any]]]  # tier changes per customer, CloudEvents in order
+    lifecycle: dict[str, list[dict[str, Any]]]  # lifecycle changes, likewise
     snapshots: dict[str, dict[str, Any]]
     events: dict[str, list[Event]]  # per customer, in input (= per-topic offset) order
+    #: the time each customer was advanced to
+    until: dict[str, int]
 
 
-def expected(docs: Sequence[Doc], policy: Policy) -> Expected:
+def expected(
+    docs: Sequence[Doc], policy: Policy, partition_of: Mapping[str, int] | None = None
+) -> Expected:
+    """Replay, then advance every customer (the timer path): to the latest event time of
+    the file (what ``classify`` does), or with ``partition_of`` (customer -> partition) to
+    the latest event time of the customer's partition (the worker's partition clock in
+    ``event`` clock mode)."""
     events = [decode(d) for d in docs]
     result = replay(sorted(events, key=sort_key), policy)
+    until: dict[str, int] = {}
+    if partition_of is None:
+        until = dict.fromkeys(result.states, result.max_event_time)
+    else:
+        latest: dict[int, int] = defaultdict(int)
+        for e in events:
+            p = partition_of[e.customer_id]
+            latest[p] = max(latest[p], e.occurred_at)
+        until = {cid: latest[partition_of[cid]] for cid in result.states}
+    for cid, state in result.states.items():
+        result.outputs.extend(advance(state, until[cid], policy))
+    result.outputs.sort(key=lambda o: o.at)
     changes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    lifecycle: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for out in result.outputs:
-        changes[out.customer_id].append(output_to_cloudevent(out))
+        if out.kind == "tier_change":
+            changes[out.customer_id].append(output_to_cloudevent(out))
+        elif out.kind == "lifecycle_change":
+            lifecycle[out.customer_id].append(output_to_cloudevent(out))
     per_customer: dict[str, list[Event]] = defaultdict(list)
     for e in events:
         per_customer[e.customer_id].append(e)
     snaps = {cid: snapshot(st) for cid, st in result.states.items()}
-    return Expected(result, dict(changes), snaps, dict(per_customer))
+    return Expected(result, dict(changes), dict(lifecycle), snaps, dict(per_customer), until)
+
+
+def partitions_of(docs: Sequence[Doc], partitions: int) -> dict[str, int]:
+    """Customer -> partition, as the producers of the tests place keyed records (aiokafka's
+    default partitioner: murmur2 of the key, as Kafka's Java client)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    choose = DefaultPartitioner()
+    every = list(range(partitions))
+    return {d.key: choose(d.key.encode("utf-8"), every, every) for d in docs}
 
 
 def topics_of(events: Iterable[Event]) -> set[str]:
@@ -184,12 +220,12 @@ def _copy(state: CustomerState) -> CustomerState:
 
 
 def consistent_with_some_interleaving(
-    events: Sequence[Event], observed: Sequence[dict[str, Any]], policy: Policy
+    events: Sequence[Event], observed: Sequence[dict[str, Any]], policy: Policy, until: int
 ) -> bool:
     """True when ``observed`` (one customer's tier-change CloudEvents, in topic order) is
     exactly what the core emits for *some* interleaving of the customer's events that keeps
-    each input topic's order: the streaming guarantee for a customer whose events span
-    several topics.
+    each input topic's order, followed by what falls due up to ``until`` (the partition
+    clock): the streaming guarantee for a customer whose events span several topics.
 
     A search over the lattice of per-topic prefixes: the aggregates (hence the features,
     the decision and the evaluation time) at a lattice point do not depend on the path to
@@ -221,10 +257,16 @@ def consistent_with_some_interleaving(
                 res = step(None if before is None else _copy(before), event, 0, policy)
                 if to not in states:
                     states[to] = res.state
-                outs = [output_to_cloudevent(o) for o in res.outputs]
+                outs = [output_to_cloudevent(o) for o in res.outputs if o.kind == "tier_change"]
                 if same(outs, list(observed[k : k + len(outs)])):
                     nxt.add((to, k + len(outs)))
         frontier = nxt
         if not frontier:
             return False
-    return any(k == len(observed) for _, k in frontier)
+    for point, k in frontier:  # then time passes to the partition clock
+        end = states[point]
+        assert end is not None
+        tail = [o for o in advance(_copy(end), until, policy) if o.kind == "tier_change"]
+        if same([output_to_cloudevent(o) for o in tail], list(observed[k:])):
+            return True
+    return False

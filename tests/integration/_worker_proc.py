@@ -78,6 +78,10 @@ class WorkerProcess:
             TIERSTREAM_SESSION_TIMEOUT_S="6",
             TIERSTREAM_HEARTBEAT_INTERVAL_S="0.5",
             TIERSTREAM_LOG_LEVEL="WARNING",
+            # Historical events: the partition clock is event time (the wall clock would
+            # age everyone by years), and the timer runs often.
+            TIERSTREAM_CLOCK_MODE="event",
+            TIERSTREAM_TIMER_INTERVAL_S="0.2",
             PYTHONUNBUFFERED="1",
             PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
         )
@@ -294,7 +298,8 @@ def assert_final_state_equals_replay(
     of every customer equals the batch replay's. Customers of one topic: exactly, and their
     tier changes, de-duplicated by id, are the replay's. Customers of several topics (order
     across topics is the order the worker fetched them, so a replay may interleave them
-    differently and emit other transitions): all but ``tier_since`` equal, and the last
+    differently and emit other transitions): all but ``tier_since`` and ``stage_since``
+    equal, and the last
     tier change emitted names the final tier."""
     snaps = last_by_key(snap_records)
     emitted = by_key_in_order(change_records)  # per customer, in the order emitted
@@ -306,6 +311,7 @@ def assert_final_state_equals_replay(
             assert dedupe_by_id(emitted.get(cid, [])) == exp.changes.get(cid, []), cid
         else:
             got, norm = dict(got), dict(norm)
-            got.pop("tier_since"), norm.pop("tier_since")
+            for since in ("tier_since", "stage_since"):
+                got.pop(since), norm.pop(since)
             assert same(got, norm), (cid, differences(got, norm))
             assert emitted[cid][-1]["data"]["to_tier"] == norm["tier"], cid

@@ -31,14 +31,17 @@ from schemas.codec import iso
 from tests.integration._worker_data import (
     TOPIC_OF_KIND,
     Doc,
+    Expected,
     consistent_with_some_interleaving,
     expected,
     generate,
     normalize,
+    partitions_of,
     topics_of,
 )
 from tests.integration._worker_proc import (
     INPUT_TOPICS,
+    PARTITIONS,
     Consumed,
     Names,
     WorkerProcess,
@@ -52,14 +55,18 @@ from tests.integration._worker_proc import (
 pytestmark = pytest.mark.integration
 
 
-def caught_up(expected_lifetime: dict[str, dict[str, Any]]) -> Any:
-    """True once every customer's latest snapshot shows all their events counted."""
+def caught_up(exp: Expected) -> Any:
+    """True once every customer's latest snapshot shows all their events counted and the
+    last re-evaluation the timer owes them (the expected ``as_of``)."""
+    want = {
+        cid: (normalize(s)["lifetime"], normalize(s)["as_of"]) for cid, s in exp.snapshots.items()
+    }
 
     def check(records: list[Consumed]) -> bool:
         latest = last_by_key(records)
         return all(
-            cid in latest and latest[cid]["lifetime"] == life
-            for cid, life in expected_lifetime.items()
+            cid in latest and (latest[cid]["lifetime"], latest[cid]["as_of"]) == w
+            for cid, w in want.items()
         )
 
     return check
@@ -81,7 +88,8 @@ def classify_file(
     changes: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for line in out.read_bytes().splitlines():
         change = orjson.loads(line)
-        changes[change["subject"]].append(change)
+        if change["type"] == "io.tierstream.tier.changed.v1":
+            changes[change["subject"]].append(change)
     snaps = {}
     for line in customers.read_bytes().splitlines():
         snap = orjson.loads(line)
@@ -92,11 +100,14 @@ def classify_file(
 def test_streaming_equals_batch(names: Names, tmp_path: Path) -> None:
     docs = generate(customers=300, seed=7, duplicates=20)
     policy = load_policy()
-    exp = expected(docs, policy)
-    # The batch side is `tierstream classify` over the same file; it equals the replay.
+    # The batch side is `tierstream classify` over the same file; it equals the replay
+    # advanced to the last event time.
+    whole = expected(docs, policy)
     batch_changes, batch_snaps = classify_file(docs, tmp_path)
-    assert batch_changes == exp.changes
-    assert batch_snaps == {cid: normalize(s) for cid, s in exp.snapshots.items()}
+    assert batch_changes == whole.changes
+    assert batch_snaps == {cid: normalize(s) for cid, s in whole.snapshots.items()}
+    # The worker's partition clocks stop at the last event time of each partition.
+    exp = expected(docs, policy, partitions_of(docs, PARTITIONS))
     single = {cid for cid, evs in exp.events.items() if len(topics_of(evs)) == 1}
     mixed = set(exp.events) - single
     assert len(docs) > 5000 and len(single) > 100 and len(mixed) > 100
@@ -105,10 +116,13 @@ def test_streaming_equals_batch(names: Names, tmp_path: Path) -> None:
     worker = WorkerProcess(names, tmp_path).start()
     try:
         worker.wait_healthy()
-        asyncio.run(produce(names, docs))
-        lifetime = {cid: normalize(s)["lifetime"] for cid, s in exp.snapshots.items()}
-        snap_records = asyncio.run(consume(names, "customers", until=caught_up(lifetime)))
+        sent = asyncio.run(produce(names, docs))
+        assert {d.key: m.partition for d, m in zip(docs, sent, strict=True)} == (
+            partitions_of(docs, PARTITIONS)
+        )
+        snap_records = asyncio.run(consume(names, "customers", until=caught_up(exp)))
         change_records = asyncio.run(consume(names, "tier-changes", idle_s=0.5))
+        stage_records = asyncio.run(consume(names, "lifecycle-changes", idle_s=0.5))
         health = worker.healthz()
     finally:
         code = worker.stop()
@@ -128,17 +142,31 @@ def test_streaming_equals_batch(names: Names, tmp_path: Path) -> None:
     ids = [c["id"] for seq in changes.values() for c in seq]
     assert len(ids) == len(set(ids)), "a clean run emits every tier change once"
 
+    stages = by_key_in_order(stage_records)
     for cid in sorted(single):
-        assert snaps[cid] == normalize(exp.snapshots[cid]), cid
+        def brief(seq: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+            return [(c["time"], c["data"].get("to_tier"), c["data"]["cause"]) for c in seq]
+
+        assert snaps[cid] == normalize(exp.snapshots[cid]), (
+            cid,
+            brief(changes.get(cid, [])),
+            brief(exp.changes.get(cid, [])),
+            [(e.occurred_at, e.kind, e.event_id) for e in exp.events[cid]][-8:],
+        )
         assert changes.get(cid, []) == exp.changes.get(cid, []), cid
+        assert stages.get(cid, []) == exp.lifecycle.get(cid, []), cid
+    # silence moved customers through the timer path, with no events of theirs
+    timed = [c for seq in stages.values() for c in seq if c["data"]["trigger"] == "time"]
+    assert len(timed) > 50 and {c["data"]["to_stage"] for c in timed} >= {"at_risk", "churned"}
 
     for cid in sorted(mixed):
         got, want = dict(snaps[cid]), normalize(exp.snapshots[cid])
         got_since, want_since = got.pop("tier_since"), want.pop("tier_since")
+        got.pop("stage_since"), want.pop("stage_since")  # the event that moved it may differ
         assert got == want, cid  # exact: window sums are exact, spend is one topic
         seq = changes.get(cid, [])
         assert seq and seq[-1]["data"]["to_tier"] == want["tier"], cid
         assert iso(got_since) == seq[-1]["time"], cid
-        assert consistent_with_some_interleaving(exp.events[cid], seq, policy), cid
+        assert consistent_with_some_interleaving(exp.events[cid], seq, policy, exp.until[cid])
         if seq == exp.changes.get(cid):
             assert got_since == want_since

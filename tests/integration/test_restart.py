@@ -19,10 +19,11 @@ from app.recovery import fetch_high_watermarks
 from tests.integration._worker_data import (
     expected,
     generate,
-    normalize,
+    partitions_of,
 )
 from tests.integration._worker_proc import (
     INPUT_TOPICS,
+    PARTITIONS,
     Names,
     WorkerProcess,
     assert_final_state_equals_replay,
@@ -41,7 +42,7 @@ def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
 ) -> None:
     docs = generate(customers=200, seed=11, duplicates=10)
     policy = load_policy()
-    exp = expected(docs, policy)
+    exp = expected(docs, policy, partitions_of(docs, PARTITIONS))
     asyncio.run(create_topics(names, INPUT_TOPICS))
     asyncio.run(produce(names, docs))
     # small batches so that the stops land mid-stream
@@ -57,10 +58,7 @@ def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
         assert worker.stop(signal.SIGTERM) == 0, worker.log()
 
         worker.start().wait_healthy()
-        lifetime = {cid: normalize(s)["lifetime"] for cid, s in exp.snapshots.items()}
-        snap_records = asyncio.run(
-            consume(names, "customers", until=caught_up(lifetime), timeout_s=30)
-        )
+        snap_records = asyncio.run(consume(names, "customers", until=caught_up(exp), timeout_s=30))
         change_records = asyncio.run(consume(names, "tier-changes", idle_s=0.5))
     finally:
         code = worker.stop()

@@ -19,10 +19,11 @@ from tests.integration._worker_data import (
     Doc,
     expected,
     generate,
-    normalize,
+    partitions_of,
 )
 from tests.integration._worker_proc import (
     INPUT_TOPICS,
+    PARTITIONS,
     Names,
     WorkerProcess,
     assert_final_state_equals_replay,
@@ -58,7 +59,7 @@ def wait_revoked(worker: WorkerProcess, timeout: float = 60.0) -> dict[str, Any]
 def test_workers_join_and_leave_mid_stream(names: Names, tmp_path: Path) -> None:
     docs = generate(customers=200, seed=23, duplicates=10)
     policy = load_policy()
-    exp = expected(docs, policy)
+    exp = expected(docs, policy, partitions_of(docs, PARTITIONS))
     asyncio.run(create_topics(names, INPUT_TOPICS))
     head, tail = docs[: len(docs) // 3], docs[len(docs) // 3 :]
     asyncio.run(produce(names, head))
@@ -83,10 +84,7 @@ def test_workers_join_and_leave_mid_stream(names: Names, tmp_path: Path) -> None
         asyncio.run(produce_slowly(names, tail[:half], seconds=4.0))
         assert first.stop() == 0, first.log()
         asyncio.run(produce_slowly(names, tail[half:], seconds=4.0))
-        lifetime = {cid: normalize(s)["lifetime"] for cid, s in exp.snapshots.items()}
-        snap_records = asyncio.run(
-            consume(names, "customers", until=caught_up(lifetime), timeout_s=60)
-        )
+        snap_records = asyncio.run(consume(names, "customers", until=caught_up(exp), timeout_s=60))
         change_records = asyncio.run(consume(names, "tier-changes", idle_s=0.5))
         health = second.healthz()
     finally:
