@@ -170,6 +170,10 @@ class StateCache:
     def take(self, customer_id: str) -> CustomerState | None:
         return self._states.pop(customer_id, None)
 
+    def peek(self, customer_id: str) -> CustomerState | None:
+        """The cached state without taking it (nor making it recently used)."""
+        return self._states.get(customer_id)
+
     def put_back(self, states: Mapping[str, CustomerState]) -> None:
         cached = self._states
         cached.update(states)  # taken entries re-enter last: most recently used
@@ -314,6 +318,14 @@ class CustomerBatch:
                 for output in result.outputs:
                     out.add(output, partition)
         return out
+
+    def peek(self, customer_id: str) -> CustomerState | None:
+        """The customer's newest state in memory (unflushed, else cached), untouched; None
+        when only the table has it. For reads (queries), never to step on."""
+        entry = self._dirty.get(customer_id)
+        if entry is not None:
+            return entry.state
+        return self.cache.peek(customer_id)
 
     def rebuild_due(self, stored: Iterable[tuple[int, bytes, bytes]]) -> None:
         """Rebuild the due-time index from the table's ``(partition, key, value)`` (after

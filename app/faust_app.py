@@ -45,9 +45,12 @@ from app.batching import (
     Counters,
     CustomerBatch,
     InputRecord,
+    decode_state,
+    table_key,
     wall_clock_ms,
 )
 from app.domain.policy import Policy
+from app.domain.state import CustomerState
 from app.recovery import TierstreamTableManager, start_offsets
 from app.settings import Settings
 from app.timers import partition_clocks
@@ -405,6 +408,10 @@ class TierstreamApp:
         async def healthz(web: Any, request: Any) -> Any:
             return web.json({"status": "ok", "counters": counters.as_dict()})
 
+        from app.web import register_pages  # query and explain views (app/web.py)
+
+        register_pages(self)
+
     async def ready_to_process(self) -> None:
         """Before the first batch: output topics exist, and table recovery has finished
         (the table holds every changelog record, and the source partitions are
@@ -518,6 +525,15 @@ class TierstreamApp:
         except Exception:  # not assigned (any more), or no consumer yet
             return None
         return int(hw) if hw is not None else None
+
+    def lookup(self, customer_id: str) -> CustomerState | None:
+        """A customer's current state on this worker (memory first, then the table); None
+        when this worker does not know the customer. Read only: for queries."""
+        state = self.batch.peek(customer_id)
+        if state is not None:
+            return state
+        raw = self.customer_state.data.get(table_key(customer_id))
+        return None if raw is None else decode_state(raw)
 
     def active_partitions(self) -> set[int]:
         """The table partitions this worker owns (actively) now."""
