@@ -197,6 +197,15 @@ class Policy:
         )
         setattr_(self, "windows_used", tuple(sorted(windows)))
         setattr_(self, "daily", daily)
+        setattr_(
+            self,
+            "_silence_offsets",
+            {
+                f: tuple(sorted({off for v in vs for off in _crossings(v)}))
+                for f, vs in self.time_thresholds.items()
+                if f != "T"
+            },
+        )
         setattr_(self, "_rank", {t.name: i for i, t in enumerate(self.tiers)})
         setattr_(self, "_by_name", {t.name: t for t in self.tiers})
         setattr_(
@@ -340,6 +349,7 @@ class Policy:
         """The first time after ``at`` when a time-dependent feature crosses one of the
         policy's thresholds (None: never, without new events)."""
         best: int | None = None
+        silence: dict[str, tuple[int, ...]] = self._silence_offsets  # type: ignore[attr-defined]
         for feature, values in self.time_thresholds.items():
             if feature == "T":
                 if state.first_purchase_at is None:
@@ -358,9 +368,10 @@ class Policy:
             )
             if anchor is None:
                 continue
-            for v in values:
-                # 1 ms past the threshold: by then gte/gt/lt/lte have all flipped.
-                t = anchor + int(v * DAY_MS) + 1
+            for off in silence[feature]:
+                # The ms the value reaches a threshold (gte/lt flip) and the ms it passes
+                # it (gt/lte flip): a customer at a threshold is evaluated exactly there.
+                t = anchor + off
                 if t > at:
                     if best is None or t < best:
                         best = t
@@ -370,6 +381,23 @@ class Policy:
             if best is None or t < best:
                 best = t
         return best
+
+
+def _crossings(v: float) -> tuple[int, ...]:
+    """Whole ms after the anchor at which ``days = ms / DAY_MS`` (as the features compute
+    it) first reaches ``v`` and first passes it; none for a threshold beyond any time.
+
+    >>> _crossings(90.0) == (90 * DAY_MS, 90 * DAY_MS + 1)
+    True
+    """
+    product = v * DAY_MS
+    if not math.isfinite(product):
+        return ()
+    base = math.floor(product)
+    near = range(base - 1, base + 3)
+    reach = next((m for m in near if m / DAY_MS >= v), base + 1)
+    passed = next((m for m in near if m / DAY_MS > v), base + 2)
+    return (reach, passed)
 
 
 def _is_name(value: Any) -> bool:

@@ -30,7 +30,8 @@ Each of R, F and M is scored 1..5 (features ``rfm_r``, ``rfm_f``, ``rfm_m`` and 
 ``rfm_sum``): by four ascending ``bands`` edges (an edge belongs to the band above it) or by
 the population's ``quintiles`` (20/40/60/80th percentiles over all customers). Higher values
 score higher, except for recency, where fewer days score higher (``better: lower|higher``
-overrides).
+overrides). A quintile score has no value (None: no condition on it holds) until the
+population's cut-offs are known.
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ class RFMScore:
             return None
         if self.edges is not None:
             above = sum(1 for e in self.edges if value >= e)
+        elif not cutoffs.values.get(self.feature):
+            return None  # no population cut-offs yet: unknown (not "best recency" for all)
         elif value == float("inf"):
             above = len(QUINTILES)
         elif value == float("-inf"):
