@@ -32,6 +32,7 @@ def register(app: TierstreamApp) -> Any:
                     outcome = app.process(events)  # decode -> step, per event, in order
                     await app.send(outcome)  # tier changes and dead letters, on their way
                 if not batches.suspended:
+                    await app.run_control()  # a new policy or new cut-offs: everyone
                     await app.run_timer()  # customers whose due time has come
                 reason = app.flush_due(rebalancing=batches.suspended)
                 if reason:

@@ -32,10 +32,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from app.domain.engine import StepResult, step, tick
+from app.domain.engine import StepResult, reevaluate, step, tick
 from app.domain.errors import InvalidEvent
 from app.domain.events import Event, EventKind
-from app.domain.outputs import Output, snapshot
+from app.domain.outputs import Output, Trigger, snapshot
 from app.domain.policy import Policy
 from app.domain.state import CustomerState, state_from_dict, state_to_dict
 from app.timers import DueIndex, ReadProgress
@@ -118,6 +118,19 @@ class Flush:
     snapshots: list[OutputRecord] = field(default_factory=list)
     #: the flushed states by customer id (they enter :class:`StateCache` once written)
     states: dict[str, CustomerState] = field(default_factory=dict)
+
+
+def _evaluation(state: CustomerState) -> tuple[Any, ...]:
+    """What an evaluation decides (to tell whether a re-evaluation changed anything)."""
+    return (
+        state.tier,
+        state.stage,
+        state.pending_tier,
+        state.pending_since,
+        state.upgrade_since,
+        state.next_due,
+        state.policy,
+    )
 
 
 def encode_state(state: CustomerState) -> bytes:
@@ -294,7 +307,10 @@ class CustomerBatch:
         dirty like customers with events, so the next flush writes them."""
         out = BatchOutcome()
         dirty = self._dirty
-        for partition, now in clocks.items():
+        for partition, clock in clocks.items():
+            # Strictly before the clock: more events of that very millisecond may follow,
+            # and a customer's own event covers a due time equal to its time (engine.step).
+            now = clock - 1
             for customer_id in self.due.pop_due(partition, now):
                 entry = dirty.get(customer_id)
                 try:
@@ -318,6 +334,60 @@ class CustomerBatch:
                 for output in result.outputs:
                     out.add(output, partition)
         return out
+
+    def sweep(
+        self, stored: Iterable[tuple[int, bytes, bytes]], cause: str, trigger: Trigger
+    ) -> BatchOutcome:
+        """Re-evaluate every customer (the table's ``(partition, key, value)`` and the
+        unflushed ones) because the policy or the cut-offs changed; those whose state
+        changed become dirty."""
+        out = BatchOutcome()
+        seen: set[str] = set()
+        for partition, key, raw in stored:
+            customer_id = key.decode("utf-8")
+            seen.add(customer_id)
+            self._sweep_one(customer_id, partition, raw, cause, trigger, out)
+        for customer_id, entry in list(self._dirty.items()):
+            if customer_id not in seen:
+                self._sweep_one(customer_id, entry.partition, None, cause, trigger, out)
+        return out
+
+    def _sweep_one(
+        self,
+        customer_id: str,
+        partition: int,
+        raw: bytes | None,
+        cause: str,
+        trigger: Trigger,
+        out: BatchOutcome,
+    ) -> None:
+        entry = self._dirty.get(customer_id)
+        state = entry.state if entry is not None else self.cache.take(customer_id)
+        if state is None:
+            if raw is None:
+                return
+            state = decode_state(raw)
+        before = _evaluation(state)
+        try:
+            result = reevaluate(state, self.policy, cause, trigger)
+        except Exception as exc:  # a bug: logged without the customer, skipped
+            log.error("re-evaluation error on partition %d: %s", partition, type(exc).__name__)
+            if entry is not None:
+                del self._dirty[customer_id]  # its events stay unacked: consumed again
+            return
+        out.ticked += 1
+        if entry is None:
+            if result.outputs or _evaluation(state) != before:
+                self._dirty[customer_id] = _Dirty(state, partition)
+            else:
+                self.cache.put_back({customer_id: state})
+        self.due.put(customer_id, partition, state.next_due)
+        for output in result.outputs:
+            out.add(output, partition)
+
+    def unflushed_states(self) -> list[tuple[int, CustomerState]]:
+        """``(partition, state)`` of every customer touched since the last flush."""
+        return [(e.partition, e.state) for e in self._dirty.values()]
 
     def peek(self, customer_id: str) -> CustomerState | None:
         """The customer's newest state in memory (unflushed, else cached), untouched; None
@@ -445,6 +515,8 @@ class Counters:
     customers_written: int = 0
     #: rebalances that took partitions from this worker
     revocations: int = 0
+    #: re-evaluations of every customer (a new policy or new cut-offs)
+    sweeps: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
 
     def add(self, outcome: BatchOutcome) -> None:
@@ -471,5 +543,6 @@ class Counters:
             "flushes": dict(self.flushes),
             "customers_written": self.customers_written,
             "revocations": self.revocations,
+            "sweeps": self.sweeps,
             "dead_letters": dict(self.dead_letters),
         }

@@ -89,6 +89,48 @@ def policy_features() -> None:
     typer.echo(f"{'attributes.<name>':<{width}}  a profile attribute (from profile events)")
 
 
+@policy_cli.command(
+    "apply",
+    help="""Publish a policy to the running workers: they all switch to it at once.
+
+    The file is validated first (as `policy check`); then it is written to the compacted
+    policy topic (TIERSTREAM_TOPIC_PREFIX + `policy`), which every worker reads. Each
+    worker re-evaluates all its customers under the new policy without a restart; every
+    tier or stage that changes is emitted with trigger `policy_changed`. The published
+    policy overrides the workers' TIERSTREAM_POLICY_FILE, also after restarts. A change
+    needs a new `version`: publishing other content under the name@version in force is
+    refused. Exit code 0 when published, 1 when the policy is invalid or refused, 2 when
+    the broker cannot be reached.
+
+    Env: TIERSTREAM_BROKER, TIERSTREAM_TOPIC_PREFIX (and the security settings).
+""",
+)
+def policy_apply(
+    file: Path = typer.Argument(..., help="Policy YAML file.", show_default=False),
+    broker: str | None = typer.Option(None, help="Bootstrap servers (env TIERSTREAM_BROKER)."),
+) -> None:
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from app.control import publish_policy
+    from app.domain.errors import PolicyError
+
+    settings = _settings(broker=broker)
+    try:
+        text = file.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        policy = asyncio.run(asyncio.wait_for(publish_policy(settings, text, str(file)), 60))
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise ConfigError(f"cannot publish to {settings.broker}: {exc}") from None
+    typer.echo(f"published {policy.key} to {settings.topic('policy')}: the workers switch now")
+
+
 # `tierstream policy diff` (shadow evaluation) lives in app.shadow_cli.
 from app.shadow_cli import DIFF_HELP, policy_diff  # noqa: E402
 

@@ -49,7 +49,10 @@ from app.batching import (
     table_key,
     wall_clock_ms,
 )
+from app.control import ControlPlane
+from app.domain.outputs import Trigger
 from app.domain.policy import Policy
+from app.domain.population import Cutoffs, PartitionSketches
 from app.domain.state import CustomerState
 from app.recovery import TierstreamTableManager, start_offsets
 from app.settings import Settings
@@ -361,6 +364,15 @@ class TierstreamApp:
         self._outputs_declared = False
         #: the due-time index must be rebuilt from the table before the timer runs again
         self._due_stale = True
+        #: a policy or cut-offs read from the control topics, applied by the agent
+        self._pending_policy: Policy | None = None
+        self._pending_cutoffs: Cutoffs | None = None
+        self.control = ControlPlane(self)
+
+        async def _control() -> None:
+            await self.control.run()
+
+        self.faust.task(_control)
         self._timer_at = 0.0
         self._forget_on_revocation()
         self._add_pages()
@@ -406,7 +418,15 @@ class TierstreamApp:
 
         @self.faust.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
-            return web.json({"status": "ok", "counters": counters.as_dict()})
+            policy = self.batch.policy
+            return web.json(
+                {
+                    "status": "ok",
+                    "counters": counters.as_dict(),
+                    "policy": policy.key,
+                    "cutoffs": policy.cutoffs.to_dict(),
+                }
+            )
 
         from app.web import register_pages  # query and explain views (app/web.py)
 
@@ -419,6 +439,8 @@ class TierstreamApp:
         await self.declare_outputs()
         tables: Any = self.faust.tables
         await tables.recovery.completed.wait()
+        await self.control.wait_loaded()  # the policy and cut-offs in force
+        await self.run_control()
 
     async def declare_outputs(self) -> None:
         """Create the output topics (Faust only creates the topics it consumes)."""
@@ -472,6 +494,75 @@ class TierstreamApp:
                 await out.add(topic, record.partition, record.key, record.value)
         await out.send_open()  # on its way now, not at the flush: changes are news
         self.counters.add(outcome)
+
+    # -- policy and cut-offs (app.control) ---------------------------------------------
+    @property
+    def cutoffs(self) -> Cutoffs:
+        """The population cut-offs in force (or about to be)."""
+        if self._pending_cutoffs is not None:
+            return self._pending_cutoffs
+        return self.batch.policy.cutoffs
+
+    def offer_policy(self, policy: Policy, source: str) -> None:
+        """A policy read from the policy topic: applied by the agent if it is new."""
+        current = self._pending_policy or self.batch.policy
+        if policy.key != current.key:
+            log.info("policy %s from %s: switching", policy.key, source)
+            self._pending_policy = policy
+
+    def offer_cutoffs(self, cutoffs: Cutoffs) -> None:
+        """Cut-offs read from the cut-offs topic: applied by the agent if newer."""
+        if cutoffs.generation > self.cutoffs.generation:
+            self._pending_cutoffs = cutoffs
+
+    def recovered(self) -> bool:
+        tables: Any = self.faust.tables
+        return bool(tables.recovery.completed.is_set())
+
+    async def run_control(self) -> int:
+        """Switch to a new policy or new cut-offs, if the control plane read one, and
+        re-evaluate every customer of this worker (outputs with trigger
+        ``policy_changed`` or ``cutoffs_changed``). Returns how many were re-evaluated."""
+        policy, cutoffs = self._pending_policy, self._pending_cutoffs
+        if (policy is None and cutoffs is None) or not self.recovered():
+            return 0
+        self._pending_policy = self._pending_cutoffs = None
+        new = (policy or self.batch.policy).with_cutoffs(cutoffs or self.batch.policy.cutoffs)
+        self.batch.policy = new
+        trigger: Trigger
+        if policy is not None:
+            cause, trigger = f"policy:{new.key}", "policy_changed"
+        else:
+            assert cutoffs is not None
+            cause, trigger = f"cutoffs:{cutoffs.generation}", "cutoffs_changed"
+        outcome = self.batch.sweep(self._stored_items(self.active_partitions()), cause, trigger)
+        await self.send(outcome)
+        if self.batch.dirty_customers and self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().time() + self.settings.flush_interval_s
+        self.counters.sweeps += 1
+        return outcome.ticked
+
+    def population_sketches(self, partitions: set[int]) -> list[PartitionSketches]:
+        """Sketches of the ranked metrics over the customers of ``partitions`` (each as of
+        its last evaluation). Synchronous: a consistent view of the table and memory."""
+        policy = self.batch.policy
+        parts = {p: PartitionSketches(p, 0) for p in partitions}
+        fresh = {state.customer_id: (p, state) for p, state in self.batch.unflushed_states()}
+        states: list[tuple[int, CustomerState]] = list(fresh.values())
+        for partition, key, raw in self._stored_items(partitions):
+            customer_id = key.decode("utf-8")
+            if customer_id not in fresh:
+                state = self.batch.peek(customer_id) or decode_state(raw)
+                states.append((partition, state))
+        for partition, state in states:
+            part = parts.get(partition)
+            if part is None:
+                continue
+            at = max(state.clock, state.evaluated_at)
+            part.as_of = max(part.as_of, at)
+            for metric, value in policy.ranked_values(state, at).items():
+                part.sketch(metric).add(value)
+        return list(parts.values())
 
     # -- the timer path ----------------------------------------------------------------
     def until_timer(self) -> float:

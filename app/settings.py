@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     timer_interval_s: float = Field(
         1.0, gt=0, description="How often the timer re-evaluates customers that fell due."
     )
+    population_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="How often each worker summarises its partitions' customers for "
+        "population percentiles, and the cut-offs are merged (policies with percentile.*).",
+    )
     max_future_skew_s: float = Field(
         86400.0, description="Events dated further than this past the wall clock are rejected."
     )

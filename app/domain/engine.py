@@ -56,7 +56,7 @@ def step(state: CustomerState | None, event: Event, now: int, policy: Policy) ->
 
     ``now`` is the caller's clock (the partition clock live, event time in replay); the
     customer's own evaluation never depends on it. First, every re-evaluation that fell due
-    (:func:`advance`) up to the event's time runs at its due time, so silence and rolling
+    (:func:`advance`) before the event's time runs at its due time, so silence and rolling
     windows move the customer at the times they would have, whether or not a timer got
     there first. Then the event is applied and the customer evaluated as of its own
     event-time high-water mark, ``max(state.clock, state.evaluated_at)``: a customer's
@@ -71,7 +71,9 @@ def step(state: CustomerState | None, event: Event, now: int, policy: Policy) ->
         state = CustomerState(customer_id=event.customer_id)
     elif state.seen(event.event_id):
         return StepResult(state, [], duplicate=True)
-    outputs = advance(state, event.occurred_at, policy) if state.next_due is not None else []
+    # Strictly before the event: a due time equal to the event's is covered by the event's
+    # own evaluation (else a change and its reversal could share one millisecond).
+    outputs = advance(state, event.occurred_at - 1, policy) if state.next_due is not None else []
     apply_event(state, event)
     if state.roll_due is not None and event.kind != "profile":
         _note_bucket(state, day_of(event.occurred_at), policy)

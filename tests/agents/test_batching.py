@@ -258,5 +258,6 @@ def test_counters_add_up(policy: Policy) -> None:
         "flushes": {"interval": 1},
         "customers_written": 1,
         "revocations": 0,
+        "sweeps": 0,
         "dead_letters": {"not_an_object": 1},
     }

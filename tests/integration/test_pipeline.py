@@ -144,6 +144,7 @@ def test_streaming_equals_batch(names: Names, tmp_path: Path) -> None:
 
     stages = by_key_in_order(stage_records)
     for cid in sorted(single):
+
         def brief(seq: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
             return [(c["time"], c["data"].get("to_tier"), c["data"]["cause"]) for c in seq]
 
