@@ -250,8 +250,9 @@ def evaluate(
         state.tier = tier.name
         state.tier_since = at
     rules = policy.lifecycle
-    stage, why = rules.stage(state, at, features, state.stage, state.stage_since)
+    stage = rules.stage_only(state, at, features, state.stage, state.stage_since)
     if stage != state.stage:
+        _, why = rules.stage(state, at, features, state.stage, state.stage_since)
         outputs.append(
             LifecycleChange(
                 id=output_id(

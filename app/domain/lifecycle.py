@@ -70,19 +70,47 @@ class LifecycleRules:
         previous_since: int | None,
     ) -> tuple[str, str]:
         """The stage at ``at`` and the reason for it."""
+        return self._decide(state, at, features, previous, previous_since, True)
+
+    def stage_only(
+        self,
+        state: CustomerState,
+        at: int,
+        features: Mapping[str, Any],
+        previous: str | None,
+        previous_since: int | None,
+    ) -> str:
+        """The stage at ``at`` (the hot path: no reason text is built)."""
+        return self._decide(state, at, features, previous, previous_since, False)[0]
+
+    def _decide(
+        self,
+        state: CustomerState,
+        at: int,
+        features: Mapping[str, Any],
+        previous: str | None,
+        previous_since: int | None,
+        explain: bool,
+    ) -> tuple[str, str]:
         if state.last_purchase_at is None:
             return "prospect", "no purchase yet"
         silence = (at - state.last_purchase_at) / DAY_MS
         if silence >= self.churned_after_days:
             return "churned", (
                 f"no purchase for {fmt(silence)} days >= {fmt(self.churned_after_days)}"
+                if explain
+                else ""
             )
         if silence >= self.at_risk_after_days:
             return "at_risk", (
                 f"no purchase for {fmt(silence)} days >= {fmt(self.at_risk_after_days)}"
+                if explain
+                else ""
             )
         if previous == "churned":
-            return "reactivated", f"purchased again after churning ({fmt(silence)} days ago)"
+            return "reactivated", (
+                f"purchased again after churning ({fmt(silence)} days ago)" if explain else ""
+            )
         if (
             previous == "reactivated"
             and previous_since is not None
@@ -91,19 +119,26 @@ class LifecycleRules:
             return "reactivated", (
                 f"came back {fmt((at - previous_since) / DAY_MS)} days ago "
                 f"< {fmt(self.reactivated_days)}"
+                if explain
+                else ""
             )
         repeat = state.purchase_days >= self.active_from_purchase_days
         if repeat and self.at_risk_when and all_hold(self.at_risk_when, features):
-            return "at_risk", "falling activity: " + _held(self.at_risk_when, features)
+            why = "falling activity: " + _held(self.at_risk_when, features) if explain else ""
+            return "at_risk", why
         if self.loyal_when and all_hold(self.loyal_when, features):
-            return "loyal", _held(self.loyal_when, features)
+            return "loyal", _held(self.loyal_when, features) if explain else ""
         if repeat:
+            if not explain:
+                return "active", ""
             why = f"{state.purchase_days} purchase days >= {self.active_from_purchase_days}"
             if self.loyal_when:
                 failed = first_failed(self.loyal_when, features)
                 if failed is not None:
                     why += f"; not loyal: {failed.describe(features.get(failed.feature), False)}"
             return "active", why
+        if not explain:
+            return "new", ""
         return "new", f"{state.purchase_days} purchase day(s) < {self.active_from_purchase_days}"
 
     def reactivation_ends(self, stage: str, since: int | None) -> int | None:
