@@ -97,6 +97,8 @@ class BatchOutcome:
     duplicates: int = 0
     #: customers re-evaluated by the timer path
     ticked: int = 0
+    #: the timer stopped at its limit: more customers are due already
+    more_due: bool = False
 
     @property
     def tier_changes(self) -> list[OutputRecord]:
@@ -301,17 +303,25 @@ class CustomerBatch:
                 out.add(output, partition)
         return out
 
-    def tick(self, clocks: Mapping[int, int], load: PartitionLoader) -> BatchOutcome:
+    def tick(
+        self, clocks: Mapping[int, int], load: PartitionLoader, limit: int | None = None
+    ) -> BatchOutcome:
         """The timer path: every customer of a partition in ``clocks`` whose due time the
         partition clock has reached is re-evaluated (the core's ``tick``); they become
-        dirty like customers with events, so the next flush writes them."""
+        dirty like customers with events, so the next flush writes them. At most
+        ``limit`` customers (earliest due first per partition): the caller runs the timer
+        again soon when ``more_due`` says so, and events are not held up meanwhile."""
         out = BatchOutcome()
         dirty = self._dirty
+        share = None if limit is None else max(1, limit // max(1, len(clocks)))
         for partition, clock in clocks.items():
             # Strictly before the clock: more events of that very millisecond may follow,
             # and a customer's own event covers a due time equal to its time (engine.step).
             now = clock - 1
-            for customer_id in self.due.pop_due(partition, now):
+            due = self.due.pop_due(partition, now, share)
+            if share is not None and len(due) == share:
+                out.more_due = True
+            for customer_id in due:
                 entry = dirty.get(customer_id)
                 try:
                     state = (

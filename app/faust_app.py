@@ -318,6 +318,9 @@ FlushReason = Literal["interval", "size", "rebalance"]
 #: Flush sooner than ``flush_interval_s`` once this many events are unflushed (bounds the
 #: memory they and the dirty states hold, and the work a crash repeats).
 MAX_UNFLUSHED_EVENTS = 50_000
+#: Customers the timer re-evaluates per run at most, so a backlog of due customers (after
+#: downtime, or a wall clock far ahead of the events) is worked off between event batches.
+TIMER_BATCH = 5_000
 
 
 class TierstreamApp:
@@ -602,7 +605,9 @@ class TierstreamApp:
             wall_clock_ms() if settings.clock_mode == "wall" else None,
             int(settings.allowed_lateness_s * 1000),
         )
-        outcome = self.batch.tick(clocks, self._load_at)
+        outcome = self.batch.tick(clocks, self._load_at, TIMER_BATCH)
+        if outcome.more_due:  # a backlog of due customers: go on right after the next batch
+            self._timer_at = loop.time()
         if outcome.ticked:
             await self.send(outcome)
             if self._flush_at is None:

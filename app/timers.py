@@ -50,15 +50,15 @@ class DueIndex:
         if len(heap) > 2 * len(self._due) + 1024:  # mostly stale entries: compact
             self._compact()
 
-    def pop_due(self, partition: int, until: int) -> list[str]:
-        """The customers of ``partition`` due at or before ``until``, earliest first;
-        they leave the index (the caller sets their new due time)."""
+    def pop_due(self, partition: int, until: int, limit: int | None = None) -> list[str]:
+        """The customers of ``partition`` due at or before ``until``, earliest first (at
+        most ``limit``); they leave the index (the caller sets their new due time)."""
         heap = self._heaps.get(partition)
         out: list[str] = []
         if not heap:
             return out
         due_of = self._due
-        while heap and heap[0][0] <= until:
+        while heap and heap[0][0] <= until and (limit is None or len(out) < limit):
             due, customer_id = heapq.heappop(heap)
             if due_of.get(customer_id) == (partition, due):
                 del due_of[customer_id]

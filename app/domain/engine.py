@@ -197,7 +197,7 @@ def _apply_purchase(
     if margin:
         state.lifetime_margin += margin
         if bucket is not None:
-            _add_money(bucket, MARGIN, state.windows.margin, age, margin)
+            bucket[MARGIN] += margin  # summed per window when a policy asks (features)
     if refund:  # lowers spend, is not a purchase, leaves RFM alone
         state.lifetime_refunds += 1
         return

@@ -20,6 +20,7 @@ from typing import Any
 
 from app.domain.state import (
     DAY_MS,
+    MARGIN,
     WINDOWS_DAYS,
     CustomerState,
     WindowSums,
@@ -123,7 +124,7 @@ def rolling(state: CustomerState, as_of: int) -> dict[str, float]:
         out[purchases_key] = purchases
         out[interactions_key] = sums.interactions[k]
         out[aov_key] = spend / purchases if purchases else 0.0
-        out[f"margin_{WINDOWS_DAYS[k]}d"] = math.fsum(sums.margin[k])
+        out[f"margin_{WINDOWS_DAYS[k]}d"] = window_margin(state, as_of, WINDOWS_DAYS[k])
     return out
 
 
@@ -131,6 +132,13 @@ _ROLLING_KEYS = [
     (f"spend_{w}d", f"purchases_{w}d", f"interactions_{w}d", f"avg_order_value_{w}d")
     for w in WINDOWS_DAYS
 ]
+
+
+def window_margin(state: CustomerState, at: int, w: int) -> float:
+    """Margin of the buckets in the ``w``-day window as of ``at``, correctly rounded (the
+    buckets are summed on demand: few policies read margins, every purchase carries one)."""
+    today = day_of(at)
+    return math.fsum(b[MARGIN] for d, b in state.buckets.items() if today - d < w)
 
 
 def growth(recent: float, longer: float, w: int, w2: int) -> float:
@@ -172,8 +180,8 @@ def _window_getters() -> dict[str, _Getter]:
             n = ws.purchases[k]
             return math.fsum(ws.spend[k]) / n if n else 0.0
 
-        def margin(s: CustomerState, at: int, ws: WindowSums, k: int = k) -> float:
-            return math.fsum(ws.margin[k])
+        def margin(s: CustomerState, at: int, ws: WindowSums, w: int = w) -> float:
+            return window_margin(s, at, w)
 
         getters[f"spend_{w}d"] = spend
         getters[f"purchases_{w}d"] = purchases

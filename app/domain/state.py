@@ -85,20 +85,21 @@ class WindowSums:
     """Rolling sums of the day buckets for every window of :data:`WINDOWS_DAYS`, as of
     UTC day ``day``: window ``k`` holds the buckets with ``day - W_k < d <= day``.
 
-    ``spend[k]`` and ``margin[k]`` are exact partials (value: ``math.fsum(spend[k])``);
-    the counts are integral floats, exact below 2**53.
+    ``spend[k]`` are exact partials (value: ``math.fsum(spend[k])``); the counts are
+    integral floats, exact below 2**53. Margins are not kept here (they would double the
+    exact-sum work of every purchase for a feature few policies read): ``margin_<W>d`` sums
+    the buckets' margin slot when asked (:mod:`app.domain.features`).
     """
 
     day: int
     spend: list[list[float]]
     purchases: list[float]
     interactions: list[float]
-    margin: list[list[float]]
 
     @classmethod
     def empty(cls, day: int = 0) -> WindowSums:
         n = len(WINDOWS_DAYS)
-        return cls(day, [[] for _ in range(n)], [0.0] * n, [0.0] * n, [[] for _ in range(n)])
+        return cls(day, [[] for _ in range(n)], [0.0] * n, [0.0] * n)
 
     def copy(self) -> WindowSums:
         return WindowSums(
@@ -106,7 +107,6 @@ class WindowSums:
             [list(p) for p in self.spend],
             list(self.purchases),
             list(self.interactions),
-            [list(p) for p in self.margin],
         )
 
     def add_bucket(self, k: int, vals: list[float], sign: float) -> None:
@@ -115,8 +115,6 @@ class WindowSums:
             exact_add(self.spend[k], sign * vals[SPEND])
         self.purchases[k] += sign * vals[PURCHASES]
         self.interactions[k] += sign * vals[INTERACTIONS]
-        if vals[MARGIN]:
-            exact_add(self.margin[k], sign * vals[MARGIN])
 
     def roll_to(self, day: int, buckets: dict[int, list[float]]) -> list[int]:
         """Move the sums forward to ``day`` (no-op if not later): buckets that leave a
@@ -162,12 +160,11 @@ class WindowSums:
         return sums
 
     def to_list(self) -> list[Any]:
-        return [self.day, self.spend, self.purchases, self.interactions, self.margin]
+        return [self.day, self.spend, self.purchases, self.interactions]
 
     @classmethod
     def from_list(cls, row: list[Any]) -> WindowSums:
-        margin = [list(p) for p in row[4]] if len(row) > 4 else [[] for _ in WINDOWS_DAYS]
-        return cls(int(row[0]), [list(p) for p in row[1]], list(row[2]), list(row[3]), margin)
+        return cls(int(row[0]), [list(p) for p in row[1]], list(row[2]), list(row[3]))
 
 
 @dataclass(slots=True)
@@ -281,7 +278,7 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
     """The changelog form: plain JSON types, the buckets as two parallel lists
     ``bucket_days`` and ``bucket_rows`` (``[spend, purchases, interactions, margin]`` each),
     ``purchase_day_bits`` as a hex string, ``windows`` as ``[day, spend partials,
-    purchases, interactions, margin partials]``.
+    purchases, interactions]``.
 
     The bucket rows are the state's own lists (copying them per write cost more than
     the core's work on an event): serialize the result before the state changes again.
@@ -302,10 +299,10 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
 def state_from_dict(d: dict[str, Any]) -> CustomerState:
     """Inverse of :func:`state_to_dict`; migrates older schema versions.
 
-    v3 -> v4: bucket rows gain a margin slot (0: margins were not kept), the windows a
-    margin sum; the evaluation time is the later of the clock and ``tier_since``; no
-    lifecycle stage or pending change yet, and a customer with a tier is due at once (the
-    next evaluation sets the stage and the real due time).
+    v3 -> v4: bucket rows gain a margin slot (0: margins were not kept); the evaluation
+    time is the later of the clock and ``tier_since``; no lifecycle stage or pending
+    change yet, and a customer with a tier is due at once (the next evaluation sets the
+    stage and the real due time).
 
     v2 -> v3: the buckets were rows ``[day, spend, purchases, interactions]``.
     v1 -> v2: ``purchase_day_bits`` is rebuilt from the first and last purchase days and
@@ -397,14 +394,9 @@ def recompute_windows(state: CustomerState) -> WindowSums:
     return WindowSums.from_buckets(state.buckets, state.windows.day)
 
 
-def window_values(sums: WindowSums) -> list[tuple[float, float, float, float]]:
-    """``(spend, purchases, interactions, margin)`` per window, money correctly rounded."""
+def window_values(sums: WindowSums) -> list[tuple[float, float, float]]:
+    """``(spend, purchases, interactions)`` per window, spend correctly rounded."""
     return [
-        (
-            math.fsum(sums.spend[k]),
-            sums.purchases[k],
-            sums.interactions[k],
-            math.fsum(sums.margin[k]),
-        )
+        (math.fsum(sums.spend[k]), sums.purchases[k], sums.interactions[k])
         for k in range(len(WINDOWS_DAYS))
     ]

@@ -96,3 +96,19 @@ def test_tick_re_evaluates_due_customers_and_makes_them_dirty(policy: Policy) ->
     flushed = store.flush(b)
     assert {w.key for w in flushed.writes} == {b"c1", b"c2"}
     assert b.tick({0: now}, load).ticked == 0  # nothing due again until their next time
+
+
+def test_tick_works_off_a_backlog_in_bounded_steps(policy: Policy) -> None:
+    b: CustomerBatch = batch(policy)
+    store = Store()
+    b.process(records([("purchases", doc(f"c{i}", 0)) for i in range(3)]), store.load)
+    store.flush(b)
+
+    def load(key: bytes, partition: int) -> bytes | None:
+        return store.data.get(key)
+
+    now = T0 + 200 * DAY
+    first = b.tick({0: now}, load, limit=2)
+    assert (first.ticked, first.more_due) == (2, True)
+    second = b.tick({0: now}, load, limit=2)
+    assert (second.ticked, second.more_due) == (1, False)
