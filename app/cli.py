@@ -136,6 +136,11 @@ from app.shadow_cli import DIFF_HELP, policy_diff  # noqa: E402
 
 policy_cli.command("diff", help=DIFF_HELP)(policy_diff)
 
+# `tierstream explain` (asks a running worker, app.web) lives in app.query_cli.
+from app.query_cli import EXPLAIN_HELP, explain  # noqa: E402
+
+cli.command("explain", help=EXPLAIN_HELP)(explain)
+
 
 @cli.command()
 def broker(

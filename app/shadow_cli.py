@@ -47,6 +47,15 @@ DIFF_HELP = """Shadow evaluation: how many customers would move from which tier 
     Invalid lines are reported on stderr and skipped. Exit code 0; 2 when a policy or the
     event file cannot be read.
 
+    With --worker URL instead of --events, the customers are the running workers' own:
+    the worker at URL lists every worker of its deployment (GET /cluster), each decides
+    the customers of its partitions (POST /policy/diff, the newest state, in memory or
+    in its table) and the diffs are added up. The current policy is the one the workers
+    run; each customer is decided as of their last evaluation (with --as-of: as of that
+    time, or their last evaluation if later; nobody is advanced); percentile conditions
+    of the new policy use the cut-offs the workers hold. Exit code 2 when a worker does
+    not answer, rejects the policy, or partitions moved meanwhile (retry).
+
     Env: TIERSTREAM_POLICY_FILE (--policy default), TIERSTREAM_MAX_FUTURE_SKEW_S.
 """
 
@@ -55,12 +64,20 @@ def policy_diff(
     new_file: Path = typer.Argument(
         ..., help="The new policy YAML, to compare with the current one.", show_default=False
     ),
-    events: Path = typer.Option(
-        ...,
+    events: Path | None = typer.Option(
+        None,
         "--events",
         "-e",
         help="Event file to replay (.jsonl/.json/.csv; - reads JSON Lines from stdin), "
         "read as `classify` reads it.",
+        show_default=False,
+    ),
+    worker: str | None = typer.Option(
+        None,
+        "--worker",
+        "-w",
+        help="Instead of --events: any running worker's web address (e.g. "
+        "http://127.0.0.1:6066); every worker of its deployment diffs its own customers.",
         show_default=False,
     ),
     policy: Path | None = typer.Option(
@@ -107,15 +124,28 @@ def policy_diff(
     from app.shadow import diff_events
     from schemas.codec import parse_timestamp
 
-    settings = _settings(policy_file=policy)
-    old = load_policy(settings.policy_file)
-    new = load_policy(new_file)
+    if (events is None) == (worker is None):
+        raise ConfigError("give exactly one of --events FILE and --worker URL")
+    if worker is not None and (policy is not None or fmt or map_ or delimiter):
+        raise ConfigError(
+            "--policy, --format, --map and --delimiter go with --events; with --worker the "
+            "current policy is the one the workers run"
+        )
     as_of_ms: int | None = None
     if as_of is not None:
         try:
             as_of_ms = parse_timestamp(as_of, "--as-of")
         except InvalidEvent as exc:
             raise ConfigError(exc.detail) from None
+    if worker is not None:
+        from app.query_cli import diff_workers
+
+        diff_workers(new_file, worker, examples, as_of_ms, json_out)
+        return
+    assert events is not None
+    settings = _settings(policy_file=policy)
+    old = load_policy(settings.policy_file)
+    new = load_policy(new_file)
     # As classify and the worker: events dated further than the allowed skew are invalid.
     max_ts = int((time.time() + settings.max_future_skew_s) * 1000)
     decoded, rejected = decode_lines(_read(events, fmt, map_, delimiter, header), max_ts)
