@@ -66,7 +66,7 @@ StreamEvent = _EventT[Any]
 
 #: The customer-state table; the version changes when the stored format breaks.
 STATE_TABLE = "customer-state-v1"
-OUTPUT_TOPICS = (*EVENT_OUTPUT_TOPICS.values(), "customers", "dead-letter")
+OUTPUT_TOPICS = (*dict.fromkeys(EVENT_OUTPUT_TOPICS.values()), "customers", "dead-letter")
 _RAW: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,

@@ -2,7 +2,7 @@
 2020-12) and the Python decode/encode, tested against those documents.
 
 >>> sorted(SCHEMA_FILES)[:4]
-['customer-snapshot', 'interaction', 'lifecycle-change', 'profile']
+['churn-cleared', 'churn-warning', 'customer-snapshot', 'interaction']
 >>> load_schema("purchase")["required"][:2]
 ['event_id', 'customer_id']
 """
@@ -38,6 +38,8 @@ SCHEMA_FILES: dict[str, str] = {
     "customer-snapshot": "customer-snapshot.schema.json",
     "lifecycle-change": "lifecycle-change.schema.json",
     "upgrade-candidate": "upgrade-candidate.schema.json",
+    "churn-warning": "churn-warning.schema.json",
+    "churn-cleared": "churn-cleared.schema.json",
 }
 
 

@@ -17,7 +17,14 @@ import orjson
 
 from app.domain.errors import InvalidEvent
 from app.domain.events import AttributeValue, Event, EventKind
-from app.domain.outputs import LifecycleChange, Output, TierChange
+from app.domain.outputs import (
+    ChurnCleared,
+    ChurnWarning,
+    LifecycleChange,
+    Output,
+    TierChange,
+    UpgradeCandidate,
+)
 
 #: Event times before this are rejected as absurd (1990-01-01T00:00:00Z).
 MIN_TIMESTAMP_MS = 631_152_000_000
@@ -33,12 +40,16 @@ EVENT_TYPES = {
     "tier_change": "io.tierstream.tier.changed.v1",
     "lifecycle_change": "io.tierstream.lifecycle.changed.v1",
     "upgrade_candidate": "io.tierstream.upgrade.candidate.v1",
+    "churn_warning": "io.tierstream.churn.warning.v1",
+    "churn_cleared": "io.tierstream.churn.cleared.v1",
 }
 #: Output kind -> topic (without the prefix) and JSON Schema name.
 OUTPUT_TOPICS = {
     "tier_change": "tier-changes",
     "lifecycle_change": "lifecycle-changes",
     "upgrade_candidate": "upgrade-candidates",
+    "churn_warning": "churn-warnings",
+    "churn_cleared": "churn-warnings",
 }
 CLOUDEVENTS_SOURCE = "tierstream"
 
@@ -303,7 +314,43 @@ def output_to_cloudevent(out: Output) -> dict[str, Any]:
             "cause": out.cause,
             "trigger": out.trigger,
         }
+    elif isinstance(out, ChurnWarning):
+        data = {
+            "customer_id": out.customer_id,
+            "severity": out.severity,
+            "previous_severity": out.previous_severity,
+            "episode_started_at": iso(out.episode_started_at),
+            "tier": out.tier,
+            "stage": out.stage,
+            "p_alive": out.p_alive,
+            "days_silent": out.days_silent,
+            "usual_gap_days": out.usual_gap_days,
+            "usual_gap_basis": out.usual_gap_basis,
+            "falling": {m: dict(v) for m, v in out.falling.items()},
+            "expected_purchases": out.expected_purchases,
+            "value_at_risk": out.value_at_risk,
+            "horizon_days": out.horizon_days,
+            "suggested_action": out.action,
+            "reasons": list(out.reasons),
+            "features": _json_features(out.features),
+            "policy": policy,
+            "cause": out.cause,
+            "trigger": out.trigger,
+        }
+    elif isinstance(out, ChurnCleared):
+        data = {
+            "customer_id": out.customer_id,
+            "severity": out.severity,
+            "episode_started_at": iso(out.episode_started_at),
+            "episode_days": out.episode_days,
+            "tier": out.tier,
+            "stage": out.stage,
+            "policy": policy,
+            "cause": out.cause,
+            "trigger": out.trigger,
+        }
     else:
+        assert isinstance(out, UpgradeCandidate)
         data = {
             "customer_id": out.customer_id,
             "tier": out.tier,

@@ -10,9 +10,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.domain.churn import ChurnRules
 from app.domain.conditions import all_hold, first_failed, fmt
 from app.domain.events import Event
 from app.domain.outputs import (
+    ChurnCleared,
+    ChurnWarning,
     Direction,
     LifecycleChange,
     Output,
@@ -142,6 +145,9 @@ def apply_event(state: CustomerState, event: Event) -> None:
         return
     day = day_of(ts)
     age = state.windows.day - day
+    cache = state.falling_cache
+    if cache is not None and day < cache[0][0]:
+        state.falling_cache = None  # a late event changed a day the cache summed
     bucket: list[float] | None = None
     if age < RETENTION_DAYS:
         bucket = state.buckets.get(day)
@@ -283,6 +289,8 @@ def evaluate(
             outputs.append(_upgrade_candidate(state, at, policy, features, tier, cause, trigger))
     else:
         state.upgrade_since = None  # the episode (if any) is over
+    if policy.churn is not None:
+        _churn(state, at, policy, policy.churn, features, cause, trigger, outputs)
     state.evaluated_at = at
     state.next_due = _next_due(state, at, policy)
     return outputs
@@ -351,6 +359,7 @@ def _next_due(state: CustomerState, at: int, policy: Policy) -> int | None:
         policy.due_after(state, at),
         _demotion_allowed(state, policy) if state.pending_tier is not None else None,
         policy.lifecycle.reactivation_ends(state.stage or "", state.stage_since),
+        policy.churn.due_after(state, at, policy.model) if policy.churn is not None else None,
     ):
         if t is not None and t > at and (best is None or t < best):
             best = t
@@ -445,4 +454,90 @@ def _upgrade_candidate(
         policy_version=policy.version,
         cause=cause,
         trigger=trigger,
+    )
+
+
+def _churn(
+    state: CustomerState,
+    at: int,
+    policy: Policy,
+    rules: ChurnRules,
+    features: Mapping[str, Any],
+    cause: str,
+    trigger: Trigger,
+    outputs: list[Output],
+) -> None:
+    """The churn-warning episode (see :mod:`app.domain.churn`): clear it when the customer
+    purchased after it opened, open or escalate it when the signals say so."""
+    since = state.churn_since
+    if since is not None and state.last_purchase_at is not None and state.last_purchase_at > since:
+        reached = state.churn_severity or ""
+        outputs.append(
+            ChurnCleared(
+                id=output_id(state.customer_id, "churn_cleared", cause, reached, str(since)),
+                customer_id=state.customer_id,
+                at=at,
+                severity=reached,
+                episode_started_at=since,
+                episode_days=round((at - since) / DAY_MS, 6),
+                tier=state.tier,
+                stage=state.stage,
+                policy_name=policy.name,
+                policy_version=policy.version,
+                cause=cause,
+                trigger=trigger,
+            )
+        )
+        state.churn_severity = state.churn_since = None
+        state.churn_cleared_at = at
+    cleared = state.churn_cleared_at
+    if cleared is not None:
+        if at < cleared + int(rules.rearm_days * DAY_MS):
+            return
+        state.churn_cleared_at = None
+    if rules.rank(state.churn_severity) == len(rules.severities):
+        return  # nothing higher to say in this episode (or no levels at all)
+    severity = rules.severity(state, at, features, policy.model)
+    if severity is None or rules.rank(severity) <= rules.rank(state.churn_severity):
+        return
+    found = rules.assess(state, at, features, policy.model)
+    previous = state.churn_severity
+    if state.churn_since is None:
+        state.churn_since = at
+    state.churn_severity = severity
+    outputs.append(
+        ChurnWarning(
+            id=output_id(state.customer_id, "churn_warning", cause, previous or "", severity),
+            customer_id=state.customer_id,
+            at=at,
+            severity=severity,
+            previous_severity=previous,
+            episode_started_at=state.churn_since,
+            tier=state.tier,
+            stage=state.stage,
+            p_alive=found.p_alive,
+            days_silent=found.days_silent,
+            usual_gap_days=found.usual_gap_days,
+            usual_gap_basis=found.usual_gap_basis,
+            falling={
+                m: {
+                    "recent": fm.recent,
+                    "baseline": fm.baseline,
+                    "recent_days": fm.recent_days,
+                    "baseline_days": fm.baseline_days,
+                    "drop": fm.drop,
+                }
+                for m, fm in found.falling.items()
+            },
+            expected_purchases=found.expected_purchases,
+            value_at_risk=found.value_at_risk,
+            horizon_days=rules.value_horizon_days,
+            action=rules.action(state.tier, severity),
+            reasons=found.reasons,
+            features=found.features,
+            policy_name=policy.name,
+            policy_version=policy.version,
+            cause=cause,
+            trigger=trigger,
+        )
     )

@@ -93,7 +93,59 @@ class UpgradeCandidate:
     kind: str = field(default="upgrade_candidate", init=False)
 
 
-Output = TierChange | LifecycleChange | UpgradeCandidate
+@dataclass(frozen=True, slots=True)
+class ChurnWarning:
+    """A customer shows signs of leaving: sent once when an episode opens and again only
+    when its severity rises (``previous_severity`` is the one sent before, None at the
+    start of the episode)."""
+
+    id: str
+    customer_id: str
+    at: int
+    severity: str
+    previous_severity: str | None
+    episode_started_at: int
+    tier: str | None
+    stage: str | None
+    p_alive: float | None
+    days_silent: float | None
+    usual_gap_days: float
+    usual_gap_basis: str
+    #: metric -> {recent, baseline, recent_days, baseline_days, drop}
+    falling: Mapping[str, Mapping[str, Any]]
+    expected_purchases: float | None
+    value_at_risk: float | None
+    horizon_days: float
+    action: str | None
+    reasons: tuple[str, ...]
+    features: Mapping[str, Any]
+    policy_name: str
+    policy_version: str
+    cause: str
+    trigger: Trigger = "event"
+    kind: str = field(default="churn_warning", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnCleared:
+    """A customer in a churn-warning episode purchased again: the episode is over."""
+
+    id: str
+    customer_id: str
+    at: int
+    severity: str
+    episode_started_at: int
+    episode_days: float
+    tier: str | None
+    stage: str | None
+    policy_name: str
+    policy_version: str
+    cause: str
+    trigger: Trigger = "event"
+    kind: str = field(default="churn_cleared", init=False)
+
+
+Output = TierChange | LifecycleChange | UpgradeCandidate | ChurnWarning | ChurnCleared
 
 
 def snapshot(state: CustomerState, as_of: int | None = None) -> dict[str, Any]:
@@ -114,6 +166,7 @@ def snapshot(state: CustomerState, as_of: int | None = None) -> dict[str, Any]:
         "stage_since": state.stage_since,
         "pending_tier": state.pending_tier,
         "upgrade_candidate_since": state.upgrade_since,
+        "churn": {"severity": state.churn_severity, "since": state.churn_since},
         "policy": state.policy,
         "as_of": at,
         "rolling": rolling(state, at),

@@ -33,6 +33,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from app.domain.bgnbd import Model, parse_model
+from app.domain.churn import ChurnRules, parse_churn
 from app.domain.conditions import (
     PERCENTILE_PREFIX,
     Condition,
@@ -124,6 +126,9 @@ class Policy:
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
     lifecycle: LifecycleRules = field(default_factory=LifecycleRules)
     upgrade: UpgradeRule | None = None
+    #: The fitted BG/NBD / Gamma-Gamma parameters (``tierstream fit``), for churn signals.
+    model: Model | None = None
+    churn: ChurnRules | None = None
     #: Population percentile cut-offs this policy currently decides with (see
     #: :meth:`with_cutoffs`); not part of the policy's identity.
     cutoffs: Cutoffs = field(default_factory=Cutoffs.empty, compare=False)
@@ -235,6 +240,8 @@ class Policy:
         out.extend(self.lifecycle.conditions)
         if self.upgrade is not None:
             out.extend(self.upgrade.conditions)
+        if self.churn is not None:
+            out.extend(self.churn.conditions)
         if self.scorecard is not None:
             for f in self.scorecard.factors:
                 for b in f.bands:
@@ -419,6 +426,8 @@ _TOP_KEYS = {
     "hysteresis",
     "lifecycle",
     "upgrade",
+    "model",
+    "churn",
 }
 _TIER_KEYS = {"name", "when", "stay", "service_level", "description"}
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -486,6 +495,17 @@ def policy_from_dict(doc: Any, source: str = "<policy>") -> Policy:
     hysteresis = _parse_hysteresis(doc.get("hysteresis"), problems)
     lifecycle = parse_lifecycle(doc.get("lifecycle"), "lifecycle", problems, names.kind_of)
     upgrade = _parse_upgrade(doc.get("upgrade"), tiers, problems, names)
+    model = None
+    if doc.get("model") is not None:
+        model = parse_model(doc["model"], "model", problems)
+    churn = parse_churn(
+        doc.get("churn"),
+        "churn",
+        problems,
+        names.kind_of,
+        {t.name for t in tiers},
+        model is not None and model.bgnbd is not None,
+    )
     if problems:
         raise PolicyError(source, problems)
     return Policy(
@@ -500,6 +520,8 @@ def policy_from_dict(doc: Any, source: str = "<policy>") -> Policy:
         hysteresis=hysteresis,
         lifecycle=lifecycle,
         upgrade=upgrade,
+        model=model,
+        churn=churn,
     )
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from app.domain.events import AttributeValue
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DAY_MS = 86_400_000
 #: Rolling windows, in days, kept as fixed UTC-day buckets inside the record.
 WINDOWS_DAYS: tuple[int, ...] = (30, 90, 365)
@@ -197,6 +197,11 @@ class CustomerState:
     stage_since: int | None = None
     #: Start of the current upgrade-candidate episode (None: not a candidate now).
     upgrade_since: int | None = None
+    #: The open churn-warning episode: the highest severity sent and when it opened
+    #: (None: no episode); when the last one was cleared (re-arm period).
+    churn_severity: str | None = None
+    churn_since: int | None = None
+    churn_cleared_at: int | None = None
     #: When the customer must be re-evaluated without new events (the due-time index).
     next_due: int | None = None
     #: Next time (ms) a day bucket leaves a rolling window the policy uses.
@@ -222,6 +227,18 @@ class CustomerState:
     recent_ids: list[str] = field(default_factory=list)
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
     _recent_set: set[str] | None = field(default=None, init=False, repr=False, compare=False)
+    #: (purchase_day_bits, usual gap, basis): the churn rules' usual gap, derived data
+    #: kept while the purchase days do not change (not stored).
+    gap_cache: tuple[int, float, str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    #: The churn rules' falling-activity totals of the days before one day (derived data,
+    #: not stored; see :func:`app.domain.churn.window_totals`).
+    falling_cache: tuple[Any, ...] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    #: The churn rules' silence and P(alive) crossing times (derived, not stored).
+    due_cache: tuple[Any, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def seen(self, event_id: str) -> bool:
         """True when ``event_id`` is among the recently applied events."""
@@ -255,6 +272,9 @@ _SCALARS = (
     "stage",
     "stage_since",
     "upgrade_since",
+    "churn_severity",
+    "churn_since",
+    "churn_cleared_at",
     "next_due",
     "roll_due",
     "policy",
@@ -299,6 +319,8 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
 def state_from_dict(d: dict[str, Any]) -> CustomerState:
     """Inverse of :func:`state_to_dict`; migrates older schema versions.
 
+    v4 -> v5: no churn-warning episode open or cleared yet.
+
     v3 -> v4: bucket rows gain a margin slot (0: margins were not kept); the evaluation
     time is the later of the clock and ``tier_since``; no lifecycle stage or pending
     change yet, and a customer with a tier is due at once (the next evaluation sets the
@@ -326,6 +348,9 @@ def state_from_dict(d: dict[str, Any]) -> CustomerState:
             stage=d["stage"],
             stage_since=d["stage_since"],
             upgrade_since=d["upgrade_since"],
+            churn_severity=d["churn_severity"],
+            churn_since=d["churn_since"],
+            churn_cleared_at=d["churn_cleared_at"],
             next_due=d["next_due"],
             roll_due=d["roll_due"],
             policy=d["policy"],

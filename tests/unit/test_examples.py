@@ -82,8 +82,9 @@ def last_change(outputs: list[Output]) -> TierChange:
 
 
 # --- every example loads and passes `tierstream policy check` ------------------------------
-def test_there_are_nine_examples() -> None:
+def test_there_are_ten_examples() -> None:
     assert FILES == [
+        "churn-early-warning.yaml",
         "gold-silver-bronze.yaml",
         "mvc-mgc-bzc.yaml",
         "pareto-pyramid.yaml",

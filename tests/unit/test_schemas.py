@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from jsonschema import Draft202012Validator
 
 import schemas
 import schemas.codec
+from app.domain.engine import advance
 from app.domain.errors import InvalidEvent
 from app.domain.events import EventKind
 from app.domain.outputs import snapshot
@@ -261,15 +263,32 @@ def _check_documented(instance: Any, schema: dict[str, Any], path: str = "$") ->
             _check_documented(value, props[key], f"{path}.{key}")
 
 
+CHURN_POLICY = load_policy(
+    Path(__file__).resolve().parents[2] / "examples/churn-early-warning.yaml"
+)
+
+
 def _outputs(seed: int) -> tuple[list[bytes], list[bytes]]:
-    result = replay(random_events(seed, customers=12, n=800), load_policy())
+    events = list(random_events(seed, customers=12, n=800))
+    result = replay(events, load_policy())
     changes = [encode_output(o) for o in result.outputs]
+    churn = replay(events, CHURN_POLICY)  # and silence to the end: warnings, clearings
+    end = max(e.occurred_at for e in events) + 400 * 86_400_000
+    for st in churn.states.values():
+        churn.outputs.extend(advance(st, end, CHURN_POLICY))
+    changes += [encode_output(o) for o in churn.outputs]
     snaps = [encode_snapshot(snapshot(s)) for s in result.states.values()]
     snaps += [encode_snapshot(snapshot(s, as_of=0)) for s in result.states.values()]
     return changes, snaps
 
 
-OUTPUT_SCHEMAS = ("tier-change", "lifecycle-change", "upgrade-candidate")
+OUTPUT_SCHEMAS = (
+    "tier-change",
+    "lifecycle-change",
+    "upgrade-candidate",
+    "churn-warning",
+    "churn-cleared",
+)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -286,7 +305,7 @@ def test_generated_outputs_validate(seed: int) -> None:
         errors = [e.message for e in VALIDATORS[name].iter_errors(document)]
         assert errors == [], errors
         _check_documented(document, load_schema(name))
-    assert seen >= {"tier-change", "lifecycle-change"}
+    assert seen >= {"tier-change", "lifecycle-change", "churn-warning", "churn-cleared"}
     for raw in snaps:
         document = orjson.loads(raw)
         errors = [e.message for e in cs.iter_errors(document)]

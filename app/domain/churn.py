@@ -1,0 +1,756 @@
+"""Churn early warning (DOMAIN.md): silence against the customer's own rhythm, falling
+activity against the customer's own baseline, and P(alive) from the BG/NBD model, combined
+into severity levels with episodes that are raised once, escalated, and cleared.
+
+A policy configures it in a ``churn`` section::
+
+    churn:
+      usual_gap: {of: p90, min_gaps: 3, default_days: 45}
+      falling: {recent_days: 30, baseline_days: 90,
+                min_baseline: {purchases: 3, spend: 100}}
+      severity:                   # highest first; the first that holds is the severity
+        - name: critical
+          any: [{silence_ratio: {gte: 3}}, {p_alive: {lt: 0.2}}]
+        - name: warning
+          any: [{silence_ratio: {gte: 2}}, {purchases_drop: {gte: 0.75}}]
+        - name: watch
+          when: {silence_ratio: {gte: 1.2}}
+      actions:                    # (tier, severity) -> suggested action; "*" for any tier
+        A: {watch: account_manager_checkin, warning: call, critical: call}
+        "*": {warning: email, critical: winback_offer}
+      value_horizon_days: 365     # expected purchases / value at risk over this horizon
+      rearm_days: 7               # after churn_cleared, no new warning for this long
+
+The signals are features of the ``churn`` section (:data:`CHURN_FEATURES`); its conditions
+may also use every ordinary feature. ``p_alive`` needs the policy's ``model`` section
+(:mod:`app.domain.bgnbd`, written by ``tierstream fit``).
+
+Episodes: a customer with no open episode whose severity is not None gets a
+``churn_warning`` and an episode opens; within the episode a new warning is sent only when
+the severity rises above the highest one sent; a purchase after the episode opened closes
+it with ``churn_cleared`` (with the episode's length). For ``rearm_days`` after that no
+new episode opens (the purchase that brought the customer back does not by itself make
+their 30-day activity look healthy again).
+
+Silence is detected without new events: :meth:`ChurnRules.due_after` tells the engine when
+a signal next crosses one of the policy's thresholds (silence grows, P(alive) falls, days
+leave the falling-activity windows).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from app.domain.conditions import (
+    Condition,
+    FeatureKind,
+    Problems,
+    all_hold,
+    finite_number,
+    fmt,
+    parse_conditions,
+)
+from app.domain.state import DAY_MS, INTERACTIONS, PURCHASES, SPEND, CustomerState, day_of
+
+if TYPE_CHECKING:
+    from app.domain.bgnbd import Model
+
+#: Signals the ``churn`` section's conditions may use, besides the ordinary features.
+CHURN_FEATURES: dict[str, str] = {
+    "days_silent": "days since the last purchase (infinite without purchases)",
+    "usual_gap_days": (
+        "the customer's usual gap between purchase days (usual_gap.of over their own gaps; "
+        "the population default with fewer than usual_gap.min_gaps gaps)"
+    ),
+    "silence_ratio": "days_silent / usual_gap_days (1 = as long as usual)",
+    "purchases_drop": (
+        "fall of the daily purchase rate: recent window against the baseline window before "
+        "it, as a fraction (0.75 = 75 % fewer; negative = more); missing (never holds) when "
+        "the baseline is below falling.min_baseline"
+    ),
+    "spend_drop": "as purchases_drop, for spend",
+    "interactions_drop": "as purchases_drop, for interactions",
+    "p_alive": "BG/NBD probability that the customer is still active (needs model.bgnbd)",
+}
+_SLOTS = {"purchases": PURCHASES, "spend": SPEND, "interactions": INTERACTIONS}
+_DROPS = {f"{m}_drop": m for m in _SLOTS}
+_MAX_WINDOW_DAYS = 365
+
+
+@dataclass(frozen=True, slots=True)
+class UsualGap:
+    """Which statistic of the customer's own gaps is "usual"."""
+
+    #: ``mean``, ``median`` or ``pNN`` (a percentile, linear interpolation as numpy's).
+    of: str = "p90"
+    min_gaps: int = 3
+    default_days: float = 30.0
+
+    def of_gaps(self, gaps: list[int]) -> tuple[float, str]:
+        """The usual gap (days) of these gaps, and how it was obtained."""
+        n = len(gaps)
+        if n < self.min_gaps or n == 0:
+            return self.default_days, f"population default ({n} gaps < {self.min_gaps})"
+        if self.of == "mean":
+            return sum(gaps) / n, f"mean of {n} gaps"
+        p = 50.0 if self.of == "median" else float(self.of[1:])
+        g = sorted(gaps)
+        h = (n - 1) * p / 100.0
+        lo = math.floor(h)
+        hi = min(lo + 1, n - 1)
+        return g[lo] + (h - lo) * (g[hi] - g[lo]), f"{self.of} of {n} gaps"
+
+
+@dataclass(frozen=True, slots=True)
+class Falling:
+    """Recent activity against the customer's own baseline just before it."""
+
+    recent_days: int = 30
+    baseline_days: int = 90
+    #: Per metric (purchases, spend, interactions): the smallest baseline total that is
+    #: compared at all. Metrics not named here are not compared.
+    min_baseline: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Severity:
+    name: str
+    #: Any of these groups (each: all its conditions) makes the severity hold.
+    groups: tuple[tuple[Condition, ...], ...]
+
+    def holding(self, features: Mapping[str, Any]) -> tuple[Condition, ...] | None:
+        for group in self.groups:
+            if all_hold(group, features):
+                return group
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FallingMetric:
+    """One falling-activity comparison: totals of the two windows and the drop."""
+
+    recent: float
+    baseline: float
+    recent_days: int
+    baseline_days: int
+    drop: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """Every churn signal of a customer as of a time, and the severity they give."""
+
+    severity: str | None
+    reasons: tuple[str, ...]
+    days_silent: float | None
+    usual_gap_days: float
+    usual_gap_basis: str
+    falling: Mapping[str, FallingMetric]
+    p_alive: float | None
+    expected_purchases: float | None
+    value_at_risk: float | None
+    features: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ChurnRules:
+    usual_gap: UsualGap = field(default_factory=UsualGap)
+    falling: Falling | None = None
+    severities: tuple[Severity, ...] = ()
+    #: tier (or ``*``) -> severity -> suggested action.
+    actions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    value_horizon_days: float = 365.0
+    rearm_days: float = 7.0
+
+    @cached_property
+    def conditions(self) -> tuple[Condition, ...]:
+        return tuple(c for s in self.severities for g in s.groups for c in g)
+
+    @cached_property
+    def _timed(self) -> tuple[tuple[str, float], ...]:
+        """(feature, threshold) of the conditions on signals that move with time alone."""
+        return tuple(
+            sorted(
+                {
+                    (c.feature, float(c.value))
+                    for c in self.conditions
+                    if c.feature in ("days_silent", "silence_ratio", "p_alive")
+                    and finite_number(c.value)
+                }
+            )
+        )
+
+    @cached_property
+    def _watches_falling(self) -> bool:
+        fa = self.falling
+        used = {c.feature for c in self.conditions}
+        return fa is not None and bool(used & {f"{m}_drop" for m in fa.min_baseline})
+
+    def rank(self, severity: str | None) -> int:
+        """Higher is more severe; None (and unknown names) rank lowest."""
+        for i, s in enumerate(self.severities):
+            if s.name == severity:
+                return len(self.severities) - i
+        return 0
+
+    def action(self, tier: str | None, severity: str) -> str | None:
+        for key in (tier, "*"):
+            if key is not None and key in self.actions:
+                act = self.actions[key].get(severity)
+                if act is not None:
+                    return act
+        return None
+
+    def signals(
+        self, state: CustomerState, at: int, model: Model | None
+    ) -> tuple[dict[str, Any], str, dict[str, FallingMetric]]:
+        """The churn features as of ``at``, how the usual gap was obtained, and the
+        falling-activity comparisons."""
+        last = state.last_purchase_at
+        days_silent = (at - last) / DAY_MS if last is not None else math.inf
+        usual, basis = self.usual_gap_of(state)
+        f: dict[str, Any] = {
+            "days_silent": days_silent,
+            "usual_gap_days": usual,
+            "silence_ratio": days_silent / usual if usual > 0 else math.inf,
+        }
+        falling: dict[str, FallingMetric] = {}
+        fa = self.falling
+        if fa is not None:
+            totals = window_totals(state, at, fa.recent_days, fa.baseline_days)
+            for metric, minimum in fa.min_baseline.items():
+                recent, baseline = totals[metric]
+                drop = None
+                if baseline > 0 and baseline >= minimum:
+                    drop = 1.0 - (recent / fa.recent_days) / (baseline / fa.baseline_days)
+                falling[metric] = FallingMetric(
+                    recent, baseline, fa.recent_days, fa.baseline_days, drop
+                )
+                f[f"{metric}_drop"] = drop
+        f["p_alive"] = p_alive(state, at, model)
+        return f, basis, falling
+
+    def usual_gap_of(self, state: CustomerState) -> tuple[float, str]:
+        """The customer's usual gap and its basis, cached in the state (it changes only
+        with the purchase days)."""
+        cached = state.gap_cache
+        bits = state.purchase_day_bits
+        if cached is not None and cached[0] == bits:
+            return cached[1], cached[2]
+        usual, basis = self.usual_gap.of_gaps(purchase_gaps(state))
+        state.gap_cache = (bits, usual, basis)
+        return usual, basis
+
+    def severity(
+        self,
+        state: CustomerState,
+        at: int,
+        features: Mapping[str, Any],
+        model: Model | None,
+    ) -> str | None:
+        """The first severity whose conditions hold (the hot path: no reasons, no value
+        at risk; :meth:`assess` gives everything when a warning is sent)."""
+        churn_f = self.signals(state, at, model)[0]
+        f = {**features, **churn_f}
+        for s in self.severities:
+            if s.holding(f) is not None:
+                return s.name
+        return None
+
+    def assess(
+        self,
+        state: CustomerState,
+        at: int,
+        features: Mapping[str, Any],
+        model: Model | None,
+    ) -> Assessment:
+        """Every signal, and the first severity whose conditions hold (None: no sign)."""
+        churn_f, basis, falling = self.signals(state, at, model)
+        f = {**features, **churn_f}
+        severity = None
+        reasons: list[str] = []
+        for s in self.severities:
+            group = s.holding(f)
+            if group is not None:
+                severity = s.name
+                reasons.append(
+                    f"{s.name}: " + ", ".join(c.describe(f.get(c.feature), True) for c in group)
+                )
+                break
+        days_silent = churn_f["days_silent"]
+        if math.isfinite(days_silent):
+            reasons.append(
+                f"silent for {fmt(round(days_silent, 1))} days; usual gap "
+                f"{fmt(round(churn_f['usual_gap_days'], 1))} days ({basis})"
+            )
+        for metric, fm in falling.items():
+            if fm.drop is not None:
+                reasons.append(
+                    f"{metric}: {fmt(fm.recent)} in the last {fm.recent_days} days against "
+                    f"{fmt(fm.baseline)} in the {fm.baseline_days} days before "
+                    f"({fmt(round(-fm.drop * 100, 1))} % per day)"
+                )
+        pa = churn_f["p_alive"]
+        if pa is not None:
+            reasons.append(f"P(alive) {pa:.3f}")
+        expected, at_risk = value_at_risk(state, at, model, self.value_horizon_days, f)
+        return Assessment(
+            severity=severity,
+            reasons=tuple(reasons),
+            days_silent=days_silent if math.isfinite(days_silent) else None,
+            usual_gap_days=churn_f["usual_gap_days"],
+            usual_gap_basis=basis,
+            falling=falling,
+            p_alive=pa,
+            expected_purchases=expected,
+            value_at_risk=at_risk,
+            features={
+                c.feature: f.get(c.feature) for c in self.conditions if c.feature in CHURN_FEATURES
+            },
+        )
+
+    def due_after(self, state: CustomerState, at: int, model: Model | None) -> int | None:
+        """The next time after ``at`` a churn signal may cross one of the thresholds (or
+        the re-arm period ends); None when nothing changes with time alone."""
+        best: int | None = None
+        if state.churn_cleared_at is not None:
+            t = state.churn_cleared_at + int(self.rearm_days * DAY_MS)
+            if t > at:
+                best = t
+        times = self._silence_times(state, model)
+        i = bisect.bisect_right(times, at)
+        if i < len(times) and (best is None or times[i] < best):
+            best = times[i]
+        fa = self.falling
+        if fa is not None and self._watches_falling:
+            today = day_of(at)
+            for w in (fa.recent_days, fa.recent_days + fa.baseline_days):
+                d = _first_bucket_within(state.buckets, today, w)
+                if d is not None and (best is None or (d + w) * DAY_MS < best):
+                    best = (d + w) * DAY_MS
+        return best
+
+    def _silence_times(self, state: CustomerState, model: Model | None) -> tuple[int, ...]:
+        """Sorted times at which silence or P(alive) may cross a threshold: they depend
+        only on the purchase days, so they are kept in the state until those change."""
+        key = (self, model, state.purchase_day_bits, state.last_purchase_at)
+        cached = state.due_cache
+        if cached is not None and all(
+            a is b or a == b for a, b in zip(cached[0], key, strict=True)
+        ):
+            return cached[1]  # type: ignore[no-any-return]
+        last = state.last_purchase_at
+        times: set[int] = set()
+        if last is not None:
+            for feature, value in self._timed:
+                if feature == "p_alive":
+                    day = _p_alive_day(state, model, value)
+                    if day is not None:  # the day it falls below; the next in case of rounding
+                        times.update((day * DAY_MS, (day + 1) * DAY_MS))
+                    continue
+                scale = 1.0 if feature == "days_silent" else self.usual_gap_of(state)[0]
+                times.update(_crossing_ms(last, value, scale))
+        result = tuple(sorted(times))
+        state.due_cache = (key, result)
+        return result
+
+
+def _crossing_ms(anchor: int, value: float, scale: float) -> tuple[int, ...]:
+    """The ms at which ``(t - anchor) / DAY_MS / scale`` (as the signals compute it)
+    first reaches ``value`` and first passes it (the flips of gte/lt and gt/lte)."""
+    t_f = anchor + value * scale * DAY_MS
+    if not math.isfinite(t_f) or scale <= 0:
+        return ()
+    base = math.floor(t_f)
+    near = range(base - 2, base + 4)
+
+    def signal(t: int) -> float:
+        return (t - anchor) / DAY_MS / scale  # x / 1.0 == x: days_silent exactly
+
+    reach = next((t for t in near if signal(t) >= value), base + 4)
+    passed = next((t for t in near if signal(t) > value), base + 5)
+    return (reach, passed)
+
+
+def _first_bucket_within(buckets: Mapping[int, Any], today: int, w: int) -> int | None:
+    """The oldest bucket day inside the ``w``-day window ending ``today`` (it is the next
+    to leave the window, on day ``d + w``); None when the window holds no bucket."""
+    lo = today - w + 1
+    if len(buckets) > w:
+        for d in range(lo, today + 1):
+            if d in buckets:
+                return d
+        return None
+    inside = [d for d in buckets if lo <= d <= today]
+    return min(inside) if inside else None
+
+
+def purchase_gaps(state: CustomerState) -> list[int]:
+    """Days between consecutive purchase days (the customer's rhythm), oldest first."""
+    bits = state.purchase_day_bits
+    if bits <= 1:
+        return []
+    s = bin(bits)[:1:-1]  # least significant bit (the first purchase day) first
+    gaps: list[int] = []
+    prev = s.find("1")
+    i = s.find("1", prev + 1)
+    while i != -1:
+        gaps.append(i - prev)
+        prev = i
+        i = s.find("1", i + 1)
+    return gaps
+
+
+def window_totals(
+    state: CustomerState, at: int, recent_days: int, baseline_days: int
+) -> dict[str, tuple[float, float]]:
+    """Per metric: the total of the last ``recent_days`` days (the UTC day of ``at`` and
+    the days before it) and of the ``baseline_days`` days before those.
+
+    The days before today are summed once per day and kept in the state
+    (``falling_cache``, not stored; the engine drops it when an event lands in a day
+    before the cached one): a customer's further events that day only add today's bucket.
+    """
+    today = day_of(at)
+    key = (today, recent_days, baseline_days)
+    cached = state.falling_cache
+    if cached is None or cached[0] != key:
+        cached = state.falling_cache = (
+            key,
+            *_older_totals(state, today, recent_days, baseline_days),
+        )
+    _, r_spend, recent, b_spend, base = cached
+    row = state.buckets.get(today)
+    if row is None:
+        r_total = math.fsum(r_spend)
+        r_purchases, r_interactions = recent[1], recent[2]
+    else:
+        r_total = math.fsum([*r_spend, row[SPEND]])
+        r_purchases, r_interactions = recent[1] + row[PURCHASES], recent[2] + row[INTERACTIONS]
+    return {
+        "spend": (r_total, math.fsum(b_spend)),
+        "purchases": (r_purchases, base[1]),
+        "interactions": (r_interactions, base[2]),
+    }
+
+
+def _older_totals(
+    state: CustomerState, today: int, recent_days: int, baseline_days: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """The days before ``today``: recent spend values, recent counts, baseline spend
+    values, baseline counts (counts as ``[_, purchases, interactions]``)."""
+    span = recent_days + baseline_days
+    recent = [0.0, 0.0, 0.0]
+    base = [0.0, 0.0, 0.0]
+    r_spend: list[float] = []
+    b_spend: list[float] = []
+    buckets = state.buckets
+    if len(buckets) > span:
+        items: Any = ((d, buckets[d]) for d in range(today - span + 1, today) if d in buckets)
+    else:
+        items = buckets.items()
+    for d, row in items:
+        age = today - d
+        if age <= 0 or age >= span:
+            continue
+        if age < recent_days:
+            r_spend.append(row[SPEND])
+            recent[1] += row[PURCHASES]
+            recent[2] += row[INTERACTIONS]
+        else:
+            b_spend.append(row[SPEND])
+            base[1] += row[PURCHASES]
+            base[2] += row[INTERACTIONS]
+    return r_spend, recent, b_spend, base
+
+
+def _rfm_in_units(state: CustomerState, at: int, model: Model) -> tuple[int, float, float]:
+    """(x, t_x, T) for the BG/NBD model: repeat purchase days, recency and age in the
+    model's unit (lifetimes conventions, as :func:`app.domain.features.rfm_summary`)."""
+    assert state.first_purchase_at is not None and state.last_purchase_at is not None
+    first = day_of(state.first_purchase_at)
+    x = max(state.purchase_days - 1, 0)
+    unit = model.unit_days
+    t_x = (day_of(state.last_purchase_at) - first) / unit
+    big_t = max(day_of(at) - first, 0) / unit
+    return x, t_x, big_t
+
+
+def p_alive(state: CustomerState, at: int, model: Model | None) -> float | None:
+    """P(alive) as of ``at``; None without a BG/NBD model or without purchases."""
+    if model is None or model.bgnbd is None or state.first_purchase_at is None:
+        return None
+    x, t_x, big_t = _rfm_in_units(state, at, model)
+    return model.bgnbd.p_alive(x, t_x, big_t)
+
+
+def _p_alive_day(state: CustomerState, model: Model | None, threshold: float) -> int | None:
+    """The first UTC day on which P(alive) is below ``threshold`` (it falls as T grows
+    for customers with repeat purchases; it stays 1 without them). Closed form of
+    P(alive) = 1 / (1 + a / (b + x - 1) * ((alpha + T) / (alpha + t_x)) ** (r + x))."""
+    if model is None or model.bgnbd is None or state.first_purchase_at is None:
+        return None
+    x, t_x, _ = _rfm_in_units(state, state.first_purchase_at, model)
+    m = model.bgnbd
+    if x == 0 or not 0 < threshold < 1:
+        return None
+    ratio = (1.0 / threshold - 1.0) * (m.b + x - 1) / m.a
+    if ratio <= 0:
+        return None
+    big_t: float = (m.alpha + t_x) * ratio ** (1.0 / (m.r + x)) - m.alpha
+    days = big_t * model.unit_days
+    if not math.isfinite(days):
+        return None
+    return day_of(state.first_purchase_at) + max(math.ceil(days), 0)
+
+
+def value_at_risk(
+    state: CustomerState,
+    at: int,
+    model: Model | None,
+    horizon_days: float,
+    features: Mapping[str, Any],
+) -> tuple[float | None, float | None]:
+    """Expected purchases over the horizon (BG/NBD, with P(alive) as it is) and the value
+    at risk: what the customer would spend over the horizon if still active — expected
+    purchases given alive times the expected average spend (Gamma-Gamma; without it, the
+    customer's own mean repeat spend). Without a model: the last 365 days' spend scaled
+    to the horizon, and no expected purchases."""
+    if model is None or model.bgnbd is None or state.first_purchase_at is None:
+        spend = features.get("spend_365d")
+        if not isinstance(spend, int | float):
+            spend = _spend_365(state, at)
+        return None, max(float(spend), 0.0) * horizon_days / 365.0
+    x, t_x, big_t = _rfm_in_units(state, at, model)
+    t = horizon_days / model.unit_days
+    expected = model.bgnbd.expected_purchases(t, x, t_x, big_t)
+    alive = model.bgnbd.p_alive(x, t_x, big_t)
+    if_alive = expected / alive if alive > 0 else 0.0
+    mean = state.repeat_spend / x if x else state.first_day_spend
+    if model.gamma_gamma is not None:
+        spend_each = model.gamma_gamma.expected_average_spend(x, mean)
+    else:
+        spend_each = mean
+    return expected, max(if_alive * spend_each, 0.0)
+
+
+def _spend_365(state: CustomerState, at: int) -> float:
+    today = day_of(at)
+    return math.fsum(row[SPEND] for d, row in state.buckets.items() if 0 <= today - d < 365)
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+_KEYS = {"usual_gap", "falling", "severity", "actions", "value_horizon_days", "rearm_days"}
+
+
+def parse_churn(
+    raw: Any,
+    path: str,
+    problems: Problems,
+    kind_of: Callable[[str], FeatureKind | None],
+    tiers: set[str],
+    has_model: bool,
+) -> ChurnRules | None:
+    """Validate a ``churn`` section; problems are appended with their paths."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        problems.append((path, "must be a mapping (usual_gap, falling, severity, actions, ...)"))
+        return None
+    for key in raw:
+        if key not in _KEYS:
+            problems.append((f"{path}.{key}", f"unknown key (allowed: {', '.join(sorted(_KEYS))})"))
+    usual = _parse_usual_gap(raw.get("usual_gap"), f"{path}.usual_gap", problems)
+    falling = _parse_falling(raw.get("falling"), f"{path}.falling", problems)
+
+    def churn_kind(name: str) -> FeatureKind | None:
+        return "number" if name in CHURN_FEATURES else kind_of(name)
+
+    severities = _parse_severities(raw.get("severity"), f"{path}.severity", problems, churn_kind)
+    used = {c.feature for s in severities for g in s.groups for c in g}
+    if "p_alive" in used and not has_model:
+        problems.append(
+            (f"{path}.severity", "p_alive needs the model section with bgnbd (tierstream fit)")
+        )
+    for feature, metric in _DROPS.items():
+        if feature in used and (falling is None or metric not in falling.min_baseline):
+            problems.append((f"{path}.severity", f"{feature} needs falling.min_baseline.{metric}"))
+    names = {s.name for s in severities}
+    actions = _parse_actions(raw.get("actions"), f"{path}.actions", problems, tiers, names)
+    horizon = _positive(raw, "value_horizon_days", 365.0, path, problems)
+    rearm = _positive(raw, "rearm_days", 7.0, path, problems, allow_zero=True)
+    return ChurnRules(usual, falling, severities, actions, horizon, rearm)
+
+
+def _positive(
+    raw: Mapping[str, Any],
+    key: str,
+    default: float,
+    path: str,
+    problems: Problems,
+    allow_zero: bool = False,
+) -> float:
+    v = raw.get(key, default)
+    if not finite_number(v) or v < 0 or (v == 0 and not allow_zero):
+        problems.append((f"{path}.{key}", f"must be a positive number of days, got {v!r}"))
+        return default
+    return float(v)
+
+
+def _parse_usual_gap(raw: Any, path: str, problems: Problems) -> UsualGap:
+    if raw is None:
+        return UsualGap()
+    if not isinstance(raw, Mapping):
+        problems.append((path, "must be a mapping {of, min_gaps, default_days}"))
+        return UsualGap()
+    for key in raw:
+        if key not in ("of", "min_gaps", "default_days"):
+            problems.append((f"{path}.{key}", "unknown key (allowed: default_days, min_gaps, of)"))
+    of = str(raw.get("of", "p90"))
+    if of not in ("mean", "median") and not _is_percentile(of):
+        problems.append((f"{path}.of", f"must be mean, median or pNN (e.g. p90), got {of!r}"))
+        of = "p90"
+    min_gaps = raw.get("min_gaps", 3)
+    if not isinstance(min_gaps, int) or isinstance(min_gaps, bool) or min_gaps < 1:
+        problems.append((f"{path}.min_gaps", f"must be a whole number >= 1, got {min_gaps!r}"))
+        min_gaps = 3
+    default = raw.get("default_days", 30.0)
+    if not finite_number(default) or default <= 0:
+        problems.append((f"{path}.default_days", f"must be a positive number, got {default!r}"))
+        default = 30.0
+    return UsualGap(of, min_gaps, float(default))
+
+
+def _is_percentile(of: str) -> bool:
+    try:
+        return of.startswith("p") and 0 < float(of[1:]) <= 100
+    except ValueError:
+        return False
+
+
+def _parse_falling(raw: Any, path: str, problems: Problems) -> Falling | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        problems.append((path, "must be a mapping {recent_days, baseline_days, min_baseline}"))
+        return None
+    for key in raw:
+        if key not in ("recent_days", "baseline_days", "min_baseline"):
+            problems.append(
+                (f"{path}.{key}", "unknown key (allowed: baseline_days, min_baseline, recent_days)")
+            )
+    days = {}
+    for key, default in (("recent_days", 30), ("baseline_days", 90)):
+        v = raw.get(key, default)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            problems.append((f"{path}.{key}", f"must be a whole number of days >= 1, got {v!r}"))
+            v = default
+        days[key] = v
+    if days["recent_days"] + days["baseline_days"] > _MAX_WINDOW_DAYS:
+        problems.append(
+            (path, f"recent_days + baseline_days must be at most {_MAX_WINDOW_DAYS} (kept days)")
+        )
+    mins: dict[str, float] = {}
+    raw_min = raw.get("min_baseline")
+    if not isinstance(raw_min, Mapping) or not raw_min:
+        problems.append(
+            (
+                f"{path}.min_baseline",
+                "required: {metric: smallest baseline total} for purchases, spend and/or "
+                "interactions",
+            )
+        )
+    else:
+        for metric, v in raw_min.items():
+            if metric not in _SLOTS:
+                problems.append(
+                    (
+                        f"{path}.min_baseline.{metric}",
+                        "unknown metric (purchases, spend, interactions)",
+                    )
+                )
+            elif not finite_number(v) or v < 0:
+                problems.append(
+                    (f"{path}.min_baseline.{metric}", f"must be a number >= 0, got {v!r}")
+                )
+            else:
+                mins[str(metric)] = float(v)
+    return Falling(days["recent_days"], days["baseline_days"], mins)
+
+
+def _parse_severities(
+    raw: Any, path: str, problems: Problems, kind_of: Callable[[str], FeatureKind | None]
+) -> tuple[Severity, ...]:
+    if not isinstance(raw, list) or not raw:
+        problems.append((path, "required: a list of levels, highest first: {name, when | any}"))
+        return ()
+    out: list[Severity] = []
+    seen: set[str] = set()
+    for i, level in enumerate(raw):
+        lpath = f"{path}[{i}]"
+        if not isinstance(level, Mapping):
+            problems.append((lpath, "must be a mapping {name, when | any}"))
+            continue
+        for key in level:
+            if key not in ("name", "when", "any"):
+                problems.append((f"{lpath}.{key}", "unknown key (allowed: any, name, when)"))
+        name = level.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append((f"{lpath}.name", "required: a non-empty string"))
+            continue
+        if name in seen:
+            problems.append((f"{lpath}.name", f"duplicate severity {name!r}"))
+        seen.add(name)
+        groups: list[tuple[Condition, ...]] = []
+        if "when" in level:
+            groups.append(parse_conditions(level["when"], f"{lpath}.when", problems, kind_of))
+        if "any" in level:
+            alts = level["any"]
+            if not isinstance(alts, list) or not alts:
+                problems.append((f"{lpath}.any", "must be a non-empty list of condition maps"))
+            else:
+                for j, alt in enumerate(alts):
+                    groups.append(parse_conditions(alt, f"{lpath}.any[{j}]", problems, kind_of))
+        if not groups or not all(groups):
+            if "when" not in level and "any" not in level:
+                problems.append((lpath, "needs conditions: when {...} or any [{...}, ...]"))
+            continue
+        out.append(Severity(name, tuple(groups)))
+    return tuple(out)
+
+
+def _parse_actions(
+    raw: Any, path: str, problems: Problems, tiers: set[str], severities: set[str]
+) -> dict[str, dict[str, str]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.append((path, "must be a mapping tier -> {severity: action}"))
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for tier, by_sev in raw.items():
+        tpath = f"{path}.{tier}"
+        if tier != "*" and tier not in tiers:
+            problems.append((tpath, f"unknown tier (one of {', '.join(sorted(tiers))}, or *)"))
+            continue
+        if not isinstance(by_sev, Mapping):
+            problems.append((tpath, "must be a mapping severity -> action"))
+            continue
+        row: dict[str, str] = {}
+        for sev, act in by_sev.items():
+            if sev not in severities:
+                problems.append(
+                    (f"{tpath}.{sev}", f"unknown severity (one of {', '.join(sorted(severities))})")
+                )
+            elif not isinstance(act, str) or not act:
+                problems.append((f"{tpath}.{sev}", f"must be an action name, got {act!r}"))
+            else:
+                row[str(sev)] = act
+        out[str(tier)] = row
+    return out
