@@ -93,6 +93,20 @@ def explain(policy: Policy, state: CustomerState) -> dict[str, Any]:
         upgrade = [c.describe(features.get(c.feature), True) for c in rule.conditions]
         deciding.update((c.feature, features.get(c.feature)) for c in rule.conditions)
     tier = policy.tier(state.tier)
+    churn: dict[str, Any] | None = None
+    if policy.churn is not None:
+        found = policy.churn.assess(state, at, features, policy.model)
+        churn = {
+            "severity": state.churn_severity,
+            "since": state.churn_since,
+            "signals_say": found.severity,
+            "p_alive": found.p_alive,
+            "days_silent": found.days_silent,
+            "usual_gap_days": found.usual_gap_days,
+            "usual_gap_basis": found.usual_gap_basis,
+            "value_at_risk": found.value_at_risk,
+            "reasons": list(found.reasons),
+        }
     return {
         "customer_id": state.customer_id,
         "tier": state.tier,
@@ -115,6 +129,7 @@ def explain(policy: Policy, state: CustomerState) -> dict[str, Any]:
         "hysteresis": hysteresis,
         "stage_reason": stage_reason if stage == state.stage else None,
         "upgrade_reasons": upgrade,
+        "churn": json_safe(churn),
         "notes": notes,
         "deciding": json_safe(deciding),
         "features": json_safe(features),

@@ -210,6 +210,13 @@ def render_explain(doc: Mapping[str, Any], console: Console) -> None:
         lines(f"why still {tier}:", [doc["hysteresis"]], "yellow")
     if doc.get("stage_reason"):
         lines(f"why {stage}:", [doc["stage_reason"]])
+    churn = doc.get("churn")
+    if churn:
+        if churn.get("severity"):
+            head = f"churn warning: {churn['severity']} since {_when(churn['since'])}"
+        else:
+            head = "churn signals (no warning open):"
+        lines(head, list(churn.get("reasons") or []), "red" if churn.get("severity") else "")
     lines("notes:", list(doc.get("notes") or []), "yellow")
 
     deciding = doc.get("deciding") or {}

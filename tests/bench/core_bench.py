@@ -1,6 +1,6 @@
 """Micro-benchmark of the pure core: microseconds per ``engine.step`` (not a test).
 
-    .venv/bin/python tests/bench/core_bench.py [--n 20000]
+    .venv/bin/python tests/bench/core_bench.py [--n 20000] [--policy FILE]
 
 Light customer: a handful of events over a few weeks. Heavy customer: purchases and
 interactions every day for two years (hundreds of day buckets, the full 365-day window).
@@ -40,8 +40,11 @@ def _history(days: int, per_day: int, start: int) -> list[Event]:
     return out
 
 
+POLICY: Path | None = None
+
+
 def bench(label: str, history: list[Event], n: int) -> None:
-    policy = load_policy()
+    policy = load_policy(POLICY)
     state: CustomerState | None = None
     for e in history:
         state = step(state, e, e.occurred_at, policy).state
@@ -73,7 +76,7 @@ def bench(label: str, history: list[Event], n: int) -> None:
 
 def bench_mixed(n: int) -> None:
     """A generated stream over 2,000 customers (10 % late, 3 % duplicates)."""
-    policy = load_policy()
+    policy = load_policy(POLICY)
     events = list(random_events(1, customers=2000, n=n, days=400))
     start = time.perf_counter()
     replay(events, policy)
@@ -84,7 +87,10 @@ def bench_mixed(n: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20_000)
+    ap.add_argument("--policy", type=Path, default=None, help="default: the packaged policy")
     args = ap.parse_args()
+    global POLICY
+    POLICY = args.policy
     start = at("2024-01-01")
     bench("light", _history(20, 1, start)[::3], args.n)
     bench("heavy", _history(730, 4, start), args.n)
