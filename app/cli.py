@@ -281,7 +281,8 @@ def _open_out(path: Path | None, stack: contextlib.ExitStack) -> IO[bytes]:
     would produce for the same ordered input. Then every customer is advanced to --as-of
     (default: the latest event time), so what silence and rolling windows do after a
     customer's last event happens too, at the time it falls due. The outputs (tier
-    changes, lifecycle changes, upgrade candidates) go to --out as CloudEvents JSON Lines
+    changes, lifecycle changes, upgrade candidates, churn warnings and clearings) go to
+    --out as CloudEvents JSON Lines
     in time order; --customers-out gets one JSON object per customer (tier, stage, rolling
     aggregates, RFM summary). A policy with percentile conditions is decided with the
     exact cut-offs of all customers as of --as-of, unless --cutoffs gives others.
@@ -378,6 +379,9 @@ def classify(
         table.add_row("tier changes", f"{result.tier_changes:,}")
         table.add_row("lifecycle changes", f"{result.count('lifecycle_change'):,}")
         table.add_row("upgrade candidates", f"{result.count('upgrade_candidate'):,}")
+        if pol.churn is not None:
+            table.add_row("churn warnings", f"{result.count('churn_warning'):,}")
+            table.add_row("churn warnings cleared", f"{result.count('churn_cleared'):,}")
         table.add_row("advanced to", iso(result.as_of) if result.as_of else "-")
         counts = result.customers_per_tier()
         total = max(sum(counts.values()), 1)
