@@ -276,7 +276,9 @@ async def read_topics(
 
 def load_from_broker(settings: Any) -> tuple[Outputs, dict[str, dict[str, Any]]]:
     """Outputs and the latest snapshots read from the topics of a running deployment."""
-    topics = asyncio.run(read_topics(settings, [*OUTPUT_TOPICS, CUSTOMERS_TOPIC]))
+    topics = asyncio.run(
+        asyncio.wait_for(read_topics(settings, [*OUTPUT_TOPICS, CUSTOMERS_TOPIC]), 90)
+    )
     out = Outputs()
     for name in OUTPUT_TOPICS:
         parse_outputs(topics[name], out)
