@@ -32,10 +32,18 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from app.census import NONE, Census, Place
 from app.domain.engine import StepResult, reevaluate, step, tick
 from app.domain.errors import InvalidEvent
 from app.domain.events import Event, EventKind
-from app.domain.outputs import Output, Trigger, snapshot
+from app.domain.outputs import (
+    ChurnWarning,
+    LifecycleChange,
+    Output,
+    TierChange,
+    Trigger,
+    snapshot,
+)
 from app.domain.policy import Policy
 from app.domain.state import CustomerState, state_from_dict, state_to_dict
 from app.timers import DueIndex, ReadProgress
@@ -78,6 +86,8 @@ class DeadLetter:
     value: bytes | None
     headers: list[Header]
     reason: str
+    #: the topic the record came from
+    topic: str = ""
 
 
 class OutputRecord(NamedTuple):
@@ -99,6 +109,17 @@ class BatchOutcome:
     ticked: int = 0
     #: the timer stopped at its limit: more customers are due already
     more_due: bool = False
+    #: input records of the batch by topic (decoded or not)
+    records: dict[str, int] = field(default_factory=dict)
+    #: duplicates dropped by event kind
+    duplicates_by_kind: dict[str, int] = field(default_factory=dict)
+    #: outputs by what they say, for the metrics: ``(kind, a, b)`` -> count, where for a
+    #: tier change a/b are the from ("none" the first time) and to tier, for a lifecycle
+    #: change the from and to stage, for a churn warning a is the severity, else empty
+    said: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    #: Kafka timestamps (epoch seconds) of the batch's input records, set by the caller
+    #: (the latency metric)
+    record_times: list[float | None] = field(default_factory=list)
 
     @property
     def tier_changes(self) -> list[OutputRecord]:
@@ -108,6 +129,16 @@ class BatchOutcome:
     def add(self, output: Output, partition: int) -> None:
         record = OutputRecord(table_key(output.customer_id), encode_output(output), partition)
         self.outputs.setdefault(OUTPUT_TOPICS[output.kind], []).append(record)
+        said: tuple[str, str, str]
+        if isinstance(output, TierChange):
+            said = (output.kind, output.from_tier or NONE, output.to_tier)
+        elif isinstance(output, LifecycleChange):
+            said = (output.kind, output.from_stage or NONE, output.to_stage)
+        elif isinstance(output, ChurnWarning):
+            said = (output.kind, output.severity, "")
+        else:
+            said = (output.kind, "", "")
+        self.said[said] = self.said.get(said, 0) + 1
 
 
 @dataclass(slots=True)
@@ -120,6 +151,9 @@ class Flush:
     snapshots: list[OutputRecord] = field(default_factory=list)
     #: the flushed states by customer id (they enter :class:`StateCache` once written)
     states: dict[str, CustomerState] = field(default_factory=dict)
+    #: per write: ``(partition, (tier, stage) the table held or None, (tier, stage) now)``
+    #: (:class:`app.census.Census`)
+    moves: list[tuple[int, Place, tuple[str | None, str | None]]] = field(default_factory=list)
 
 
 def _evaluation(state: CustomerState) -> tuple[Any, ...]:
@@ -209,6 +243,8 @@ class _Dirty:
     state: CustomerState
     partition: int
     applied: list[Event] = field(default_factory=list)
+    #: the (tier, stage) the table holds for the customer (None: not stored yet)
+    before: Place = None
 
 
 class CustomerBatch:
@@ -244,6 +280,8 @@ class CustomerBatch:
         self.due = DueIndex()
         #: how far each input topic-partition has been read (the timer's watermark)
         self.read = ReadProgress()
+        #: customers per tier and stage per partition, as the table holds them
+        self.census = Census()
         self._dirty: dict[str, _Dirty] = {}
         #: events applied since the last flush (what a flush will make durable)
         self.unflushed_events = 0
@@ -259,8 +297,11 @@ class CustomerBatch:
         max_ts = self._clock() + self.max_future_skew_ms
         clocks = self.partition_clocks
         read, read_time = self.read.next_offset, self.read.event_time
+        seen = out.records
         for index, record in enumerate(records):
-            tp = (record.topic, record.partition)
+            topic = record.topic
+            seen[topic] = seen.get(topic, 0) + 1
+            tp = (topic, record.partition)
             read[tp] = record.offset + 1
             try:
                 event = self._decode(record, max_ts)
@@ -277,8 +318,14 @@ class CustomerBatch:
             customer_id = event.customer_id
             entry = dirty.get(customer_id)
             state: CustomerState | None = None
+            before: Place = None
             try:
-                state = entry.state if entry is not None else self._load(customer_id, load, index)
+                if entry is None:
+                    state = self._load(customer_id, load, index)
+                    if state is not None:
+                        before = (state.tier, state.stage)
+                else:
+                    state = entry.state
                 result = self._step(state, event, now, self.policy)
             except Exception as exc:
                 self._on_error(record, exc, out)
@@ -289,11 +336,13 @@ class CustomerBatch:
                 continue
             if result.duplicate:
                 out.duplicates += 1
+                dup = out.duplicates_by_kind
+                dup[event.kind] = dup.get(event.kind, 0) + 1
                 if entry is None and state is not None:  # still clean: back to the cache
                     self.cache.put_back({customer_id: state})
                 continue
             if entry is None:
-                entry = dirty[customer_id] = _Dirty(result.state, partition)
+                entry = dirty[customer_id] = _Dirty(result.state, partition, before=before)
             else:
                 entry.state = result.state
             entry.applied.append(event)
@@ -331,6 +380,7 @@ class CustomerBatch:
                     )
                     if state is None:
                         continue
+                    was = (state.tier, state.stage)
                     result = tick(state, now, self.policy)
                 except Exception as exc:  # a bug: logged without the customer, skipped
                     log.error("timer error on partition %d: %s", partition, type(exc).__name__)
@@ -339,7 +389,7 @@ class CustomerBatch:
                     continue
                 out.ticked += 1
                 if entry is None:
-                    entry = dirty[customer_id] = _Dirty(result.state, partition)
+                    entry = dirty[customer_id] = _Dirty(result.state, partition, before=was)
                 self.due.put(customer_id, partition, result.state.next_due)
                 for output in result.outputs:
                     out.add(output, partition)
@@ -388,7 +438,7 @@ class CustomerBatch:
         out.ticked += 1
         if entry is None:
             if result.outputs or _evaluation(state) != before:
-                self._dirty[customer_id] = _Dirty(state, partition)
+                self._dirty[customer_id] = _Dirty(state, partition, before=(before[0], before[1]))
             else:
                 self.cache.put_back({customer_id: state})
         self.due.put(customer_id, partition, state.next_due)
@@ -410,8 +460,9 @@ class CustomerBatch:
     def rebuild_due(self, stored: Iterable[tuple[int, bytes, bytes]]) -> None:
         """Rebuild the due-time index from the table's ``(partition, key, value)`` (after
         a recovery), keeping what the unflushed customers say, and resume each partition
-        clock from the latest customer clock stored (a restart knows no events yet)."""
-        clocks = self.due.rebuild(stored)
+        clock from the latest customer clock stored (a restart knows no events yet). The
+        same pass rebuilds the :attr:`census` (customers per tier and stage)."""
+        clocks = self.due.rebuild(self.census.rebuild(stored))
         for customer_id, entry in self._dirty.items():
             self.due.put(customer_id, entry.partition, entry.state.next_due)
         for partition, clock in clocks.items():
@@ -440,10 +491,13 @@ class CustomerBatch:
                 OutputRecord(key, encode_snapshot(snapshot(entry.state)), entry.partition)
             )
             out.states[customer_id] = entry.state
+            state = entry.state
+            out.moves.append((entry.partition, entry.before, (state.tier, state.stage)))
         return out
 
     def flushed(self, flush: Flush) -> None:
-        """The flush's writes are on the broker: keep its states decoded."""
+        """The flush's writes are on the broker: keep its states decoded, count them."""
+        self.census.apply(flush.moves)
         if self.cache.capacity:
             self.cache.put_back(flush.states)
 
@@ -506,7 +560,8 @@ class CustomerBatch:
 
 
 def _dead_letter(record: InputRecord, reason: str, detail: str) -> DeadLetter:
-    return DeadLetter(record.key, record.value, dead_letter_headers(reason, detail, record), reason)
+    headers = dead_letter_headers(reason, detail, record)
+    return DeadLetter(record.key, record.value, headers, reason, record.topic)
 
 
 @dataclass(slots=True)

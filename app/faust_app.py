@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import faust
@@ -54,7 +54,8 @@ from app.domain.outputs import Trigger
 from app.domain.policy import Policy
 from app.domain.population import Cutoffs, PartitionSketches
 from app.domain.state import CustomerState
-from app.recovery import TierstreamTableManager, start_offsets
+from app.metrics import WorkerMetrics
+from app.recovery import TierstreamRecovery, TierstreamTableManager, start_offsets
 from app.settings import Settings
 from app.timers import partition_clocks
 from schemas import OUTPUT_TOPICS as EVENT_OUTPUT_TOPICS
@@ -358,6 +359,11 @@ class TierstreamApp:
             cache_size=settings.state_cache_size,
         )
         self.counters = Counters()
+        #: logical input topic name by full name
+        self._input_names = {settings.topic(name): name for name in INPUT_KINDS}
+        self.metrics = WorkerMetrics(
+            kinds={settings.topic(name): kind for name, kind in INPUT_KINDS.items()}, view=self
+        )
         self.sender = BatchSender(self.faust.producer)
         #: events handled since the last flush, in order: acked once a flush covers them
         self._unflushed: list[StreamEvent] = []
@@ -396,6 +402,11 @@ class TierstreamApp:
 
         self.faust.on_partitions_revoked.connect(_revoked)  # type: ignore[arg-type]
 
+        async def _assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+            self.metrics.add_rebalance()
+
+        self.faust.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]
+
     def abandon(self, why: str, level: int = logging.WARNING) -> None:
         """Forget everything unflushed (dirty customers, the events not yet acked) and the
         decoded-state cache: the events stay unacked, so they are consumed again (by this
@@ -417,7 +428,30 @@ class TierstreamApp:
         self._due_stale = True
 
     def _add_pages(self) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
         counters = self.counters
+        registry = self.metrics.registry
+
+        @self.faust.page("/metrics")
+        async def metrics(web: Any, request: Any) -> Any:
+            # content_type= refuses a charset parameter (aiohttp): set the header itself
+            return web.bytes(
+                generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+
+        @self.faust.page("/readyz")
+        async def readyz(web: Any, request: Any) -> Any:
+            why = self.not_ready()
+            if why is not None:
+                return web.json({"ready": False, "reason": why}, status=503)
+            return web.json(
+                {
+                    "ready": True,
+                    "partitions": sorted(self.active_partitions()),
+                    "policy": self.batch.policy.key,
+                }
+            )
 
         @self.faust.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
@@ -467,11 +501,10 @@ class TierstreamApp:
                 reset_current(token)
             return value
 
-        records = [
-            InputRecord(m.topic, m.partition, m.offset, m.key, m.value)
-            for m in (e.message for e in events)
-        ]
+        messages = [e.message for e in events]
+        records = [InputRecord(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
         outcome = self.batch.process(records, load)
+        outcome.record_times = [m.timestamp for m in messages]
         # In the same synchronous step as the processing: a revocation drops both or neither.
         self._unflushed.extend(events)
         if self._flush_at is None:
@@ -497,6 +530,10 @@ class TierstreamApp:
                 await out.add(topic, record.partition, record.key, record.value)
         await out.send_open()  # on its way now, not at the flush: changes are news
         self.counters.add(outcome)
+        metrics = self.metrics
+        metrics.add(outcome)
+        if outcome.record_times:
+            metrics.observe_latency(outcome.record_times)
 
     # -- policy and cut-offs (app.control) ---------------------------------------------
     @property
@@ -521,6 +558,73 @@ class TierstreamApp:
     def recovered(self) -> bool:
         tables: Any = self.faust.tables
         return bool(tables.recovery.completed.is_set())
+
+    @property
+    def census_current(self) -> bool:
+        """The customers per tier and stage count every owned partition (they are rebuilt
+        from the table with the due-time index after a recovery or rebalance)."""
+        return not self._due_stale
+
+    def not_ready(self) -> str | None:
+        """Why this worker cannot serve yet (``/readyz``); None: ready."""
+        if self.assigned_partitions() == 0:
+            return "no partitions assigned (joining the group, or more workers than partitions)"
+        if self.recovering():
+            return "recovering the customer table from its changelog"
+        if self.faust.rebalancing:
+            return "rebalancing"
+        loaded = self.control.loaded
+        if loaded is None or not loaded.is_set():
+            return "reading the control topics (policy, cut-offs)"
+        return None
+
+    # -- what the metrics ask at scrape time (app.metrics.WorkerView) -------------------
+    def tier_counts(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        return self.batch.census.totals(self.active_partitions())
+
+    def event_times(self) -> Mapping[int, int]:
+        clocks = self.batch.partition_clocks
+        return {p: clocks[p] for p in self.active_partitions() if p in clocks}
+
+    def _input_assignment(self) -> list[TP]:
+        try:
+            assigned = self.faust.consumer.assignment()
+        except Exception:  # no consumer yet
+            return []
+        return [tp for tp in assigned if tp.topic in self._input_names]
+
+    def consumer_lags(self) -> Mapping[tuple[str, int], int]:
+        starts = start_offsets(self.faust)
+        read = self.batch.read.next_offset
+        out: dict[tuple[str, int], int] = {}
+        for tp in self._input_assignment():
+            hw = self._highwater(tp.topic, tp.partition)
+            position = read.get((tp.topic, tp.partition), starts.get(tp))
+            if hw is not None and position is not None:
+                out[(self._input_names[tp.topic], tp.partition)] = max(hw - position, 0)
+        return out
+
+    def recovering(self) -> bool:
+        if not self._input_assignment():
+            return False
+        tables: Any = self.faust.tables
+        recovery = tables.recovery
+        under_way = isinstance(recovery, TierstreamRecovery) and (
+            recovery.recovery_started_at is not None
+        )
+        return under_way or not recovery.completed.is_set()
+
+    def recovery_seconds(self) -> float | None:
+        tables: Any = self.faust.tables
+        recovery = tables.recovery
+        return recovery.last_recovery_s if isinstance(recovery, TierstreamRecovery) else None
+
+    def assigned_partitions(self) -> int:
+        return len(self._input_assignment())
+
+    def policy_in_force(self) -> tuple[str, str]:
+        policy = self.batch.policy
+        return policy.name, policy.version
 
     async def run_control(self) -> int:
         """Switch to a new policy or new cut-offs, if the control plane read one, and
@@ -606,6 +710,7 @@ class TierstreamApp:
             int(settings.allowed_lateness_s * 1000),
         )
         outcome = self.batch.tick(clocks, self._load_at, TIMER_BATCH)
+        self.metrics.add_timer(outcome.ticked)
         if outcome.more_due:  # a backlog of due customers: go on right after the next batch
             self._timer_at = loop.time()
         if outcome.ticked:
@@ -723,6 +828,7 @@ class TierstreamApp:
         if abandoned == self._abandoned:  # else the cache was cleared meanwhile
             self.batch.flushed(flush)
         self.counters.add_flush(flush, reason)
+        self.metrics.add_flush(flush)
         if log.isEnabledFor(logging.DEBUG):
             done: dict[str, list[int]] = {}
             for e in events:

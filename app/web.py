@@ -2,6 +2,11 @@
 
 Registered by :meth:`app.faust_app.TierstreamApp._add_pages` on every worker:
 
+``GET /customers/{customer_id}``
+    The customer's tier, stage, churn status, upgrade flag, the features that decide the
+    tier and the latest explanation (:func:`app.explain.explain`): :func:`customer_view`.
+    Routed and answered like the explain (404 for an unknown customer, 503 while the
+    owner is unavailable).
 ``GET /customers/{customer_id}/explain``
     The customer's tier, stage, hysteresis and upgrade flags, the policy's features as of
     the last evaluation and why (:func:`app.explain.explain`). Any worker answers: the
@@ -17,6 +22,13 @@ Registered by :meth:`app.faust_app.TierstreamApp._add_pages` on every worker:
 ``GET /cluster``
     Every worker's web URL and the table partitions it owns, from the partition assignor's
     table metadata (every worker has the same), so clients can fan out.
+``GET /tiers/local``
+    Customers per tier and per stage in *this worker's* table partitions
+    (:class:`app.census.Census`: the flushed states, counted as they are written).
+``GET /tiers``
+    The population per tier and per stage over all workers: every worker of ``/cluster``
+    is asked for ``/tiers/local`` and the answers are added up, once each partition was
+    covered exactly once (503 otherwise: a worker is missing or rebalancing).
 
 Routing
 -------
@@ -52,7 +64,7 @@ import asyncio
 import itertools
 import logging
 import traceback
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.partitioner import murmur2
@@ -70,7 +82,7 @@ log = logging.getLogger(__name__)
 FORWARDED = "X-Tierstream-Forwarded"
 WORKER = "X-Tierstream-Worker"
 PARTITION = "X-Tierstream-Partition"
-#: How long a forwarded explain may take.
+#: How long a forwarded explain (or a worker's ``/tiers/local``) may take.
 FORWARD_TIMEOUT_S = 10.0
 #: Customers decided between two turns of the event loop in ``POST /policy/diff``.
 DIFF_CHUNK = 1000
@@ -160,6 +172,29 @@ def register_pages(tapp: TierstreamApp) -> None:
         except Exception as exc:
             return _failed(web, "explain", exc)
 
+    @app.page("/customers/{customer_id}", name="customer")
+    async def customer(web: Any, request: Any, customer_id: str) -> Any:
+        try:
+            return await _explain(
+                tapp, node, partitions, web, request, customer_id, render=customer_view
+            )
+        except Exception as exc:
+            return _failed(web, "customer", exc)
+
+    @app.page("/tiers/local", name="tiers_local")
+    async def tiers_local(web: Any, request: Any) -> Any:
+        try:
+            return _tiers_local(tapp, node, web)
+        except Exception as exc:
+            return _failed(web, "tiers", exc)
+
+    @app.page("/tiers", name="tiers")
+    async def tiers(web: Any, request: Any) -> Any:
+        try:
+            return await _tiers(tapp, node, partitions, web)
+        except Exception as exc:
+            return _failed(web, "tiers", exc)
+
     @app.page("/cluster", name="cluster")
     async def cluster(web: Any, request: Any) -> Any:
         view = cluster_view(node.metadata(), node.changelog, partitions)
@@ -197,9 +232,120 @@ def _unavailable(web: Any, why: str, **extra: Any) -> Any:
     return web.json({"error": why, **extra}, status=503, headers={"Retry-After": "1"})
 
 
+def customer_view(policy: Policy, state: CustomerState) -> dict[str, Any]:
+    """``GET /customers/{id}``: where the customer stands, and why (the explain)."""
+    from app.explain import evaluated_at, explain
+
+    why = explain(policy, state)
+    return {
+        "customer_id": state.customer_id,
+        "tier": state.tier,
+        "tier_since": state.tier_since,
+        "stage": state.stage,
+        "stage_since": state.stage_since,
+        "pending_tier": state.pending_tier,
+        "upgrade_candidate_since": state.upgrade_since,
+        "churn": {
+            "severity": state.churn_severity,
+            "since": state.churn_since,
+            "at_risk": state.churn_severity is not None,
+        },
+        "policy": state.policy,
+        "as_of": evaluated_at(state),
+        "features": why["deciding"],
+        "explanation": why,
+    }
+
+
+def _tiers_local(tapp: TierstreamApp, node: Node, web: Any) -> Any:
+    if not node.serving() or not tapp.census_current:
+        return _unavailable(web, "this worker is rebalancing or recovering; retry")
+    partitions = tapp.active_partitions()
+    tiers, stages = tapp.batch.census.totals(partitions)
+    return web.json(
+        {
+            "worker": node.url,
+            "partitions": sorted(partitions),
+            "customers": sum(tiers.values()),
+            "tiers": tiers,
+            "stages": stages,
+        }
+    )
+
+
+async def _tiers(tapp: TierstreamApp, node: Node, partitions: int, web: Any) -> Any:
+    """Every worker's ``/tiers/local``, added up."""
+    import aiohttp
+
+    view = cluster_view(node.metadata(), node.changelog, partitions)
+    workers = [w for w in view["workers"] if w["partitions"]]
+    if view["unassigned"] or not workers:
+        return _unavailable(
+            web,
+            "some partitions have no worker (starting or rebalancing?); retry",
+            unassigned=view["unassigned"],
+        )
+    client: Any = tapp.faust.http_client
+
+    async def ask(url: str) -> tuple[int, Any]:
+        try:
+            async with client.get(
+                url.rstrip("/") + "/tiers/local",
+                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+            ) as resp:
+                return resp.status, await resp.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            return 503, {"error": f"no answer ({type(exc).__name__})"}
+
+    answers = await asyncio.gather(*(ask(w["url"]) for w in workers))
+    total_tiers: dict[str, int] = {}
+    total_stages: dict[str, int] = {}
+    covered: list[int] = []
+    per_worker = []
+    for w, (status, doc) in zip(workers, answers, strict=True):
+        if status != 200 or not isinstance(doc, dict):
+            error = doc.get("error") if isinstance(doc, dict) else None
+            return _unavailable(
+                web,
+                f"the worker at {w['url']} answered {status}: {error}; retry",
+                worker=w["url"],
+            )
+        covered.extend(doc["partitions"])
+        for name, n in doc["tiers"].items():
+            total_tiers[name] = total_tiers.get(name, 0) + int(n)
+        for name, n in doc["stages"].items():
+            total_stages[name] = total_stages.get(name, 0) + int(n)
+        per_worker.append(
+            {"url": w["url"], "partitions": doc["partitions"], "customers": doc["customers"]}
+        )
+    if sorted(covered) != list(range(partitions)):
+        return _unavailable(
+            web,
+            "the workers did not cover every partition once (a rebalance?); retry",
+            covered=sorted(covered),
+        )
+    return web.json(
+        {
+            "customers": sum(total_tiers.values()),
+            "tiers": dict(sorted(total_tiers.items())),
+            "stages": dict(sorted(total_stages.items())),
+            "partitions": partitions,
+            "workers": per_worker,
+            "policy": tapp.batch.policy.key,
+        }
+    )
+
+
 async def _explain(
-    tapp: TierstreamApp, node: Node, partitions: int, web: Any, request: Any, customer_id: str
+    tapp: TierstreamApp,
+    node: Node,
+    partitions: int,
+    web: Any,
+    request: Any,
+    customer_id: str,
+    render: Callable[[Policy, CustomerState], dict[str, Any]] | None = None,
 ) -> Any:
+    """The customer's explain (or ``render`` of the state), from the partition's owner."""
     from app.explain import explain
 
     partition = partition_of(customer_id, partitions)
@@ -224,7 +370,7 @@ async def _explain(
             status=404,
             headers=headers,
         )
-    return web.json(explain(tapp.batch.policy, state), headers=headers)
+    return web.json((render or explain)(tapp.batch.policy, state), headers=headers)
 
 
 async def _forward(tapp: TierstreamApp, web: Any, request: Any, owner: str, partition: int) -> Any:

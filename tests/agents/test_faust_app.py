@@ -22,6 +22,7 @@ class FakeMessage:
         self.offset = offset
         self.key = doc["customer_id"].encode()
         self.value = orjson.dumps(doc)
+        self.timestamp = doc["occurred_at"] / 1000  # Kafka's, epoch seconds
 
 
 class FakeEvent:
