@@ -35,13 +35,17 @@ Place = tuple[str | None, str | None] | None
 
 _TIER = b'"tier":'
 _STAGE = b'"stage":'
+_ATTRIBUTES = b'"attributes":'
 
 
 def peek_string(raw: bytes, name: bytes) -> str | None:
-    """The string (or null) value of the first top-level ``name`` (``b'"tier":'``) of a
-    stored state's JSON without decoding it: the scalars come before any nested object,
-    and a JSON string holds no unescaped quote, so ``"tier":`` cannot match inside one."""
-    i = raw.find(name)
+    """The string (or null) value of the top-level ``name`` (``b'"tier":'``) of a stored
+    state's JSON without decoding it. A JSON string holds no unescaped quote, so
+    ``"tier":`` cannot match inside one; the only object with keys of its own is
+    ``attributes`` (profile attributes: a key ``tier`` is possible), which is looked
+    past (it comes after the scalars)."""
+    end = raw.find(_ATTRIBUTES)
+    i = raw.find(name, 0, end if end >= 0 else len(raw))
     if i < 0:
         return None
     i += len(name)
