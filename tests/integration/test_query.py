@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,34 @@ def test_queries_are_routed_to_the_partition_owner(names: Names, tmp_path: Path)
                 assert status == 404, (odd, doc)
                 assert doc == {"error": "unknown customer", "customer_id": odd}
                 assert headers["X-Tierstream-Worker"] == owner_of[partition_of(odd, PARTITIONS)]
+
+        # GET /customers/{id}: routed like the explain, the same from either worker
+        for cid in chosen[:4]:
+            path = f"/customers/{urllib.parse.quote(cid, safe='')}"
+            (sa, ha, da), (sb, hb, db) = get(a, path), get(b, path)
+            assert (sa, sb) == (200, 200) and da == db, cid
+            assert ha["X-Tierstream-Worker"] == hb["X-Tierstream-Worker"] == owner_of[part[cid]]
+            snap = normalize(exp.snapshots[cid])
+            assert (da["tier"], da["stage"], da["churn"]["severity"]) == (
+                snap["tier"],
+                snap["stage"],
+                snap["churn"]["severity"],
+            ), cid
+            assert da["explanation"]["customer_id"] == cid and da["features"]
+        status, _, doc = get(a, "/customers/nobody-here")
+        assert status == 404 and doc == {"error": "unknown customer", "customer_id": "nobody-here"}
+
+        # GET /tiers: both workers' counts added up, the same from either
+        tiers = Counter(s["tier"] or "none" for s in exp.snapshots.values())
+        stages = Counter(s["stage"] or "none" for s in exp.snapshots.values())
+        (ta, _, pop_a), (tb, _, pop_b) = get(a, "/tiers"), get(b, "/tiers")
+        assert (ta, tb) == (200, 200) and pop_a == pop_b
+        assert pop_a["tiers"] == dict(tiers) and pop_a["stages"] == dict(stages)
+        assert pop_a["customers"] == len(exp.snapshots)
+        assert {w["url"] for w in pop_a["workers"]} == urls
+        local = {d["worker"]: d["customers"] for d in (get(w, "/tiers/local")[2] for w in (a, b))}
+        assert local == {w["url"]: w["customers"] for w in pop_a["workers"]}
+        assert all(local.values())
 
         # the CLI: explain through either worker; exit 1 for an unknown customer
         runner = CliRunner()
