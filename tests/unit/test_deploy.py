@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from app.metrics import METRICS as WORKER_METRICS
 from app.policy_files import parse_policy
 from app.settings import Settings
 
@@ -32,44 +33,10 @@ GRAFANA = DEPLOY / "grafana"
 K8S = DEPLOY / "k8s"
 DASHBOARD = GRAFANA / "dashboards" / "tierstream.json"
 
-#: The metrics contract of issue 6 (name -> type, labels), used only while app/metrics.py
-#: does not exist yet; once it does, its ``METRICS`` table is the source of truth.
-CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
-    "tierstream_events_processed_total": ("counter", ("kind", "outcome")),
-    "tierstream_dead_letters_total": ("counter", ("reason",)),
-    "tierstream_duplicates_dropped_total": ("counter", ("kind",)),
-    "tierstream_tier_changes_total": ("counter", ("from_tier", "to_tier")),
-    "tierstream_lifecycle_changes_total": ("counter", ("from_stage", "to_stage")),
-    "tierstream_churn_warnings_total": ("counter", ("severity",)),
-    "tierstream_churn_cleared_total": ("counter", ()),
-    "tierstream_upgrade_candidates_total": ("counter", ()),
-    "tierstream_output_records_total": ("counter", ("topic",)),
-    "tierstream_rebalances_total": ("counter", ()),
-    "tierstream_timer_reevaluations_total": ("counter", ()),
-    "tierstream_processing_latency_seconds": ("histogram", ()),
-    "tierstream_customers": ("gauge", ("tier",)),
-    "tierstream_customers_by_stage": ("gauge", ("stage",)),
-    "tierstream_table_customers": ("gauge", ()),
-    "tierstream_event_time_lag_seconds": ("gauge", ("partition",)),
-    "tierstream_consumer_lag_messages": ("gauge", ("topic", "partition")),
-    "tierstream_recovering": ("gauge", ()),
-    "tierstream_recovery_seconds": ("gauge", ()),
-    "tierstream_assigned_partitions": ("gauge", ()),
-    "tierstream_policy_info": ("gauge", ("name", "version")),
-    "tierstream_build_info": ("gauge", ("version", "python")),
+#: The metrics the worker serves (the contract of issue 6): name -> (type, label names).
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    name: (kind, tuple(labels)) for name, (kind, labels) in WORKER_METRICS.items()
 }
-
-
-def contract_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """The metrics the worker serves: app.metrics.METRICS, else the contract above."""
-    try:
-        from app.metrics import METRICS
-    except ImportError:
-        return CONTRACT
-    return {name: (kind, tuple(labels)) for name, (kind, labels) in METRICS.items()}
-
-
-METRICS = contract_metrics()
 #: Labels Prometheus adds to every series, and the histogram bucket label.
 TARGET_LABELS = {"instance", "job", "le"}
 METRIC_NAME = re.compile(r"\btierstream_[a-z_]+\b")
