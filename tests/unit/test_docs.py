@@ -53,3 +53,22 @@ def test_every_feature_is_documented(feature: str) -> None:
 @pytest.mark.parametrize("schema", sorted(p.name for p in SCHEMAS.glob("*.schema.json")))
 def test_every_schema_is_documented(schema: str) -> None:
     assert f"`{schema}`" in README
+
+
+def _metrics() -> list[str]:
+    from app.metrics import METRICS
+
+    return sorted(METRICS)
+
+
+@pytest.mark.parametrize("metric", _metrics())
+def test_every_metric_is_documented(metric: str) -> None:
+    assert f"| `{metric}` |" in README
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["GET /metrics", "GET /healthz", "GET /readyz", "GET /customers/{customer_id}", "GET /tiers"],
+)
+def test_every_endpoint_is_documented(endpoint: str) -> None:
+    assert f"`{endpoint}`" in README
