@@ -724,8 +724,10 @@ def simulate(
     store), sends a simulated stream at a steady rate so that months of customer history
     flow by within --duration seconds, and shows tier changes as they come out of the
     worker: a live table on a terminal, plain lines otherwise. Ends with customers per
-    tier, then stops the worker (SIGTERM) and the broker. Ctrl-C stops early and cleans
-    up the same way. Exit code 0 on success, 1 when the worker fails to start or dies.
+    tier and a report page (`report.html` in the demo's work directory, as `tierstream
+    report` makes from the output and customers topics; its path is printed), then stops
+    the worker (SIGTERM) and the broker. Ctrl-C stops early and cleans up the same way.
+    Exit code 0 on success, 1 when the worker fails to start or dies.
 
     Env: TIERSTREAM_LOG_LEVEL (worker log level); the broker, app id, store and ports
     are chosen by the demo.
@@ -756,6 +758,9 @@ def demo(
         90.0, min=1.0, help="Seconds to wait for the worker to process a first event."
     ),
     keep_logs: bool = typer.Option(False, help="Keep the broker and worker logs."),
+    report: bool = typer.Option(
+        True, help="Write report.html (as `tierstream report`) at the end and print its path."
+    ),
 ) -> None:
     from app.demo import DemoConfig, run_demo
 
@@ -772,6 +777,7 @@ def demo(
             plain=plain,
             worker_timeout=worker_timeout,
             keep_logs=keep_logs,
+            report=report,
         )
     )
     raise typer.Exit(code)

@@ -11,8 +11,13 @@ What happens, in order:
 5. the stream is fed at a steady rate so that it all flows by in ``--duration`` seconds,
    while the tier-changes topic is consumed and shown (rich Live view on a terminal,
    plain lines otherwise);
-6. a short drain, the summary, then shutdown: worker SIGTERM (SIGKILL after a grace
-   period), broker stop. The same shutdown runs on Ctrl-C, SIGTERM or an error.
+6. a short drain, the summary, then the report: the output topics (tier changes,
+   lifecycle changes, upgrade candidates, churn warnings) and the customers topic are
+   read from the start and turned into ``report.html`` in the demo's work directory
+   (:mod:`app.report`), whose path is printed;
+7. shutdown: worker SIGTERM (SIGKILL after a grace period), broker stop. The same
+   shutdown runs on Ctrl-C, SIGTERM or an error. On success the work directory keeps
+   only the report (and the logs with ``--keep-logs``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from app.settings import Settings, load_settings
 from app.simulate import DEFAULT_START, SimulationConfig, simulate
 
 PROBE_CUSTOMER = "demo-probe"
+REPORT_FILE = "report.html"
 TIER_STYLE = {"A": "bold magenta", "B": "bold cyan", "C": "green", "D": "dim"}
 DIRECTION_STYLE = {"up": "green", "down": "red", "new": "blue"}
 ARROW = {"up": "▲ up", "down": "▼ down", "new": "● new"}
@@ -83,6 +89,8 @@ class DemoConfig:
     worker_timeout: float = 90.0
     drain_seconds: float = 10.0
     keep_logs: bool = False
+    #: Write ``report.html`` (:mod:`app.report`) into the work directory at the end.
+    report: bool = True
     #: The worker's command line (default: this Python running ``app.cli worker``).
     worker_command: tuple[str, ...] | None = None
 
@@ -352,9 +360,24 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> int:
         logging.getLogger().removeHandler(log_handler)
         log_handler.close()
         if ok and not cfg.keep_logs:
-            shutil.rmtree(workdir, ignore_errors=True)
+            _clean_workdir(workdir, keep=REPORT_FILE)
         else:
             console.print(f"logs kept in {workdir}", highlight=False)
+
+
+def _clean_workdir(workdir: Path, keep: str) -> None:
+    """Remove the work directory, or all of it but the file ``keep`` when that exists."""
+    if not (workdir / keep).is_file():
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    for child in workdir.iterdir():
+        if child.name == keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                child.unlink()
 
 
 async def _run(
@@ -437,12 +460,48 @@ async def _demo(
                         await refresher
                     live.update(render(state, cfg, settings.broker))
         _summary(console, state)
+        if cfg.report:
+            await _write_report(settings, procs.workdir / REPORT_FILE, console)
     finally:
         consume_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await consume_task
         await producer.stop()
         await consumer.stop()
+
+
+async def _write_report(settings: Settings, path: Path, console: Console) -> None:
+    """Read what the worker emitted (output topics and customer snapshots, from the start)
+    and write the report page; a failure is reported, not fatal."""
+    from app.report import (
+        CUSTOMERS_TOPIC,
+        OUTPUT_TOPICS,
+        Outputs,
+        ReportError,
+        parse_outputs,
+        parse_snapshots,
+        read_topics,
+        write_report,
+    )
+
+    try:
+        topics = await asyncio.wait_for(
+            read_topics(settings, [*OUTPUT_TOPICS, CUSTOMERS_TOPIC]), 60
+        )
+        outputs = Outputs(sources=["the demo's output topics"])
+        for name in OUTPUT_TOPICS:
+            parse_outputs(topics[name], outputs, exclude=[PROBE_CUSTOMER])
+        snapshots, _ = parse_snapshots(topics[CUSTOMERS_TOPIC], exclude=[PROBE_CUSTOMER])
+        report = write_report(outputs, snapshots, path)
+    except (ReportError, KafkaError, OSError, TimeoutError) as exc:
+        console.print(f"report not written: {type(exc).__name__}: {exc}", highlight=False)
+        return
+    console.print(
+        f"report written to {path} ({report.counts['tier changes']:,} tier changes, "
+        f"{report.snapshot_customers:,} customer snapshots)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 async def _wait_for_worker(

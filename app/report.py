@@ -227,11 +227,12 @@ def load_snapshots(path: Path) -> dict[str, dict[str, Any]]:
 
 
 async def read_topics(
-    settings: Any, logical: Sequence[str], timeout_s: float = 30.0
+    settings: Any, logical: Sequence[str], idle_s: float = 1.5, timeout_s: float = 60.0
 ) -> dict[str, list[bytes]]:
-    """The values of each topic (``settings.topic(name)``) from the beginning to the end
-    offsets at the time of the call, without a consumer group. A topic that does not
-    exist gives an empty list."""
+    """The values of each topic (``settings.topic(name)``) from the beginning, without a
+    consumer group: until every partition is past the end offset it had at the call and
+    nothing new came for ``idle_s`` (the local broker's end offsets can lag the records
+    it serves), or ``timeout_s`` passed. A topic that does not exist gives an empty list."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from app.produce import client_kwargs
@@ -256,19 +257,20 @@ async def read_topics(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        pending = {tp for tp in tps if ends[tp] > 0}
         deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=300, max_records=5000)
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for tp, records in batch.items():
+                if records:
+                    last_new = time.monotonic()
                 for r in records:
-                    if r.offset < ends[tp] and r.value is not None:
+                    if r.value is not None:
                         result[topic_of[tp.topic]].append(r.value)
-                if records and records[-1].offset >= ends[tp] - 1:
-                    pending.discard(tp)
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+            if time.monotonic() - last_new >= idle_s:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    break
     finally:
         await consumer.stop()
     return result
@@ -876,7 +878,7 @@ def churn_chart(
 ) -> str:
     """Stacked bars of warnings by severity above the axis, clearings below it."""
     w, h = 900, 360
-    left, right, top, bottom = 62, 24, 34, 46
+    left, right, top, bottom = 62, 96, 34, 46
     pw, ph = w - left - right, h - top - bottom
     n = len(warnings.starts)
     width_ms = warnings.bucket_days * DAY_MS
@@ -887,7 +889,7 @@ def churn_chart(
     step_ticks = nice_ticks(max(hi_up, hi_down, 1))
     step = step_ticks[1] - step_ticks[0]
     top_max = math.ceil(hi_up / step) * step if hi_up else step
-    bottom_max = math.ceil(hi_down / step) * step if hi_down else 0
+    bottom_max = max(hi_down * 1.08, step * 0.3) if hi_down else 0
     span = top_max + bottom_max
 
     def y(v: float) -> float:  # v > 0 above the axis, v < 0 below
@@ -897,7 +899,7 @@ def churn_chart(
         return left + (ms - t0) / max(t1 - t0, 1) * pw
 
     svg = _Svg(w, h, "churn warnings over time")
-    v = -bottom_max
+    v = -math.floor(bottom_max / step) * step
     while v <= top_max + 1e-9:
         svg.line(left, y(v), left + pw, y(v), "grid")
         svg.text(left - 8, y(v) + 4, _fmt_num(abs(v)), "end", "tick")
@@ -941,9 +943,12 @@ def churn_chart(
     svg.text(
         14, mid, f"per {unit}", "middle", "axis-label", f' transform="rotate(-90 14 {mid:.1f})"'
     )
+    # What is above and below the axis, to the right of the bars.
+    svg.text(left + pw + 8, y(0) - 22, "▲ warnings", cls="legend-muted")
+    svg.text(left + pw + 8, y(0) - 8, "raised", cls="legend-muted")
     if bottom_max:
-        svg.text(left + 6, y(0) + 14, "▼ cleared (purchased again)", cls="legend-muted")
-    svg.text(left + 6, top + 14, "▲ warnings raised or escalated", cls="legend-muted")
+        svg.text(left + pw + 8, y(0) + 16, "▼ cleared", cls="legend-muted")
+        svg.text(left + pw + 8, y(0) + 30, "(bought again)", cls="legend-muted")
     svg.text(left + pw / 2, h - 6, "event time", "middle", "axis-label")
     _legend(svg, left, 16, [*((s, colours[s]) for s in severities), ("cleared", CLEARED_COLOUR)])
     return svg.done()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,11 +69,36 @@ def test_demo_shows_tier_changes_and_cleans_up() -> None:
     assert summary and int(summary.group(1)) > 1000 and int(summary.group(2)) > 100, output
     assert "customers per tier" in proc.stdout
     assert "stopped worker (exit code 0) and broker" in proc.stdout
+    _check_report(proc.stdout, int(summary.group(2)))
     broker_pid, worker_pid = _pids(proc.stdout)
     assert not _alive(broker_pid)
     assert not _alive(worker_pid)
     assert _group_members(worker_pid) == []
     assert _group_members(broker_pid) == []
+
+
+def _check_report(stdout: str, tier_changes: int) -> None:
+    """The report page the demo wrote from the topics it left: every section, the tier
+    changes the live view counted, snapshots of the 200 customers; only it is kept."""
+    m = re.search(r"report written to (\S+) \(([\d,]+) tier changes, ([\d,]+) customer", stdout)
+    assert m, stdout
+    path = Path(m.group(1))
+    try:
+        assert path.name == "report.html" and path.is_file()
+        assert [p.name for p in path.parent.iterdir()] == ["report.html"]  # logs removed
+        html = path.read_text("utf-8")
+        for section in ("population", "transitions", "churn", "revenue", "lifecycle"):
+            part = html.split(f'<section id="{section}">')[1].split("</section>")[0]
+            if section != "churn":  # the default policy has no churn warnings
+                assert "<svg" in part, section
+        assert "Revenue share by tier" in html and 'data-measure="spend_365d"' in html
+        assert "policy value-tiers v1" in html
+        assert int(m.group(2).replace(",", "")) >= tier_changes  # (late ones too)
+        assert int(m.group(3).replace(",", "")) == 200
+        assert "demo-probe" not in html and "<script" not in html
+        assert "http://" not in html and "https://" not in html
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def test_demo_fails_clearly_when_the_worker_cannot_start() -> None:
