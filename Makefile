@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench install clean unit integration
+.PHONY: demo test lint bench churn-eval install clean unit integration
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# Replay evaluation of the churn early warning on simulated customers with known churn
+# (README: "Churn early warning: how well it works"); CHURN_EVAL_ARGS="--customers 1000".
+churn-eval: $(STAMP)
+	$(BIN)/python -m tests.bench.churn_eval $(CHURN_EVAL_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
