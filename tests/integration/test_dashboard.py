@@ -22,6 +22,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -168,11 +169,17 @@ class PrometheusServer:
             return "<no log>"
 
 
+@dataclass
+class Stack:
+    names: Names
+    worker: WorkerProcess
+    prom: PrometheusServer
+    events: int
+
+
 @pytest.fixture
-def stack(
-    names: Names, tmp_path: Path, prometheus_bin: str
-) -> Iterator[tuple[WorkerProcess, PrometheusServer, int]]:
-    """A worker with traffic, scraped by Prometheus: (worker, prometheus, events sent)."""
+def stack(names: Names, tmp_path: Path, prometheus_bin: str) -> Iterator[Stack]:
+    """A worker with traffic, scraped by Prometheus."""
     asyncio.run(create_topics(names, INPUT_TOPICS))
     worker = WorkerProcess(names, tmp_path, TIERSTREAM_POLICY_FILE=str(POLICY))
     prom = PrometheusServer(prometheus_bin, tmp_path, worker.web_port)
@@ -190,7 +197,7 @@ def stack(
         ]
         asyncio.run(produce(names, docs, raw=bad))
         wait_processed(worker, len(docs), timeout=120)
-        yield worker, prom, len(docs)
+        yield Stack(names, worker, prom, len(docs))
     finally:
         prom.stop()
         worker.stop()
@@ -213,10 +220,8 @@ def value(result: list[dict[str, Any]]) -> float:
     return float(sample["value"][1])
 
 
-def test_every_dashboard_panel_and_alert_answers_from_a_real_prometheus(
-    stack: tuple[WorkerProcess, PrometheusServer, int],
-) -> None:
-    _worker, prom, events = stack
+def test_every_dashboard_panel_and_alert_answers_from_a_real_prometheus(stack: Stack) -> None:
+    prom, events = stack.prom, stack.events
     # Prometheus has scraped the worker since the traffic was processed, a few times over.
     wait_for(prom, 'up{job="tierstream"}', lambda r: r and value(r) == 1)
     wait_for(
@@ -283,3 +288,15 @@ def test_every_dashboard_panel_and_alert_answers_from_a_real_prometheus(
     for name, r in rules.items():
         assert r["health"] == "ok" and not r.get("lastError"), (name, r)
         assert r["state"] == "inactive", (name, r)
+
+    # The alerts select what they should on the real thing: a flood of bad records makes
+    # the dead-letter alert pending, a stopped worker is down.
+    rule = {r["alert"]: r for r in RULES}
+    flood = [("purchases", b"c0003", b"{not json") for _ in range(200)]
+    asyncio.run(produce(stack.names, [], raw=flood))
+    wait_for(prom, rule["TierstreamDeadLetterRateHigh"]["expr"], bool)
+    wait_for(prom, 'ALERTS{alertname="TierstreamDeadLetterRateHigh", alertstate="pending"}', bool)
+    stack.worker.stop()
+    (down,) = wait_for(prom, rule["TierstreamWorkerDown"]["expr"], bool)
+    assert down["metric"]["job"] == "tierstream"
+    wait_for(prom, 'ALERTS{alertname="TierstreamWorkerDown", alertstate="pending"}', bool)
