@@ -189,6 +189,7 @@ def test_dashboard_is_a_grafana_dashboard() -> None:
     ids = [p["id"] for p in DASH["panels"]]
     assert len(ids) == len(set(ids))
     for p in PANELS:
+        assert p["type"] in ("timeseries", "stat", "table", "bargauge", "gauge"), p["title"]
         g = p["gridPos"]
         assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
 
