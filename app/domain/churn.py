@@ -62,12 +62,17 @@ if TYPE_CHECKING:
 
 #: Signals the ``churn`` section's conditions may use, besides the ordinary features.
 CHURN_FEATURES: dict[str, str] = {
-    "days_silent": "days since the last purchase (infinite without purchases)",
+    "days_silent": (
+        "days since the last purchase; missing (no condition holds) for a customer who never "
+        "purchased: a prospect is not lapsing"
+    ),
     "usual_gap_days": (
         "the customer's usual gap between purchase days (usual_gap.of over their own gaps; "
         "the population default with fewer than usual_gap.min_gaps gaps)"
     ),
-    "silence_ratio": "days_silent / usual_gap_days (1 = as long as usual)",
+    "silence_ratio": (
+        "days_silent / usual_gap_days (1 = as long as usual; missing without purchases)"
+    ),
     "purchases_drop": (
         "fall of the daily purchase rate: recent window against the baseline window before "
         "it, as a fraction (0.75 = 75 % fewer; negative = more); missing (never holds) when "
@@ -186,10 +191,14 @@ class ChurnRules:
         )
 
     @cached_property
-    def _watches_falling(self) -> bool:
+    def _falling_slots(self) -> tuple[int, ...]:
+        """Bucket slots of the falling-activity metrics the levels read (none: no need
+        to re-evaluate as days leave those windows)."""
         fa = self.falling
+        if fa is None:
+            return ()
         used = {c.feature for c in self.conditions}
-        return fa is not None and bool(used & {f"{m}_drop" for m in fa.min_baseline})
+        return tuple(sorted(_SLOTS[m] for m in fa.min_baseline if f"{m}_drop" in used))
 
     def rank(self, severity: str | None) -> int:
         """Higher is more severe; None (and unknown names) rank lowest."""
@@ -212,13 +221,14 @@ class ChurnRules:
         """The churn features as of ``at``, how the usual gap was obtained, and the
         falling-activity comparisons."""
         last = state.last_purchase_at
-        days_silent = (at - last) / DAY_MS if last is not None else math.inf
         usual, basis = self.usual_gap_of(state)
-        f: dict[str, Any] = {
-            "days_silent": days_silent,
-            "usual_gap_days": usual,
-            "silence_ratio": days_silent / usual if usual > 0 else math.inf,
-        }
+        f: dict[str, Any] = {"usual_gap_days": usual}
+        if last is None:  # never purchased: not silent, a prospect
+            f["days_silent"] = f["silence_ratio"] = None
+        else:
+            days_silent = (at - last) / DAY_MS
+            f["days_silent"] = days_silent
+            f["silence_ratio"] = days_silent / usual if usual > 0 else math.inf
         falling: dict[str, FallingMetric] = {}
         fa = self.falling
         if fa is not None:
@@ -283,7 +293,7 @@ class ChurnRules:
                 )
                 break
         days_silent = churn_f["days_silent"]
-        if math.isfinite(days_silent):
+        if days_silent is not None:
             reasons.append(
                 f"silent for {fmt(round(days_silent, 1))} days; usual gap "
                 f"{fmt(round(churn_f['usual_gap_days'], 1))} days ({basis})"
@@ -302,7 +312,7 @@ class ChurnRules:
         return Assessment(
             severity=severity,
             reasons=tuple(reasons),
-            days_silent=days_silent if math.isfinite(days_silent) else None,
+            days_silent=days_silent,
             usual_gap_days=churn_f["usual_gap_days"],
             usual_gap_basis=basis,
             falling=falling,
@@ -327,10 +337,11 @@ class ChurnRules:
         if i < len(times) and (best is None or times[i] < best):
             best = times[i]
         fa = self.falling
-        if fa is not None and self._watches_falling:
+        slots = self._falling_slots
+        if fa is not None and slots:
             today = day_of(at)
             for w in (fa.recent_days, fa.recent_days + fa.baseline_days):
-                d = _first_bucket_within(state.buckets, today, w)
+                d = _first_bucket_within(state.buckets, today, w, slots)
                 if d is not None and (best is None or (d + w) * DAY_MS < best):
                     best = (d + w) * DAY_MS
         return best
@@ -377,16 +388,20 @@ def _crossing_ms(anchor: int, value: float, scale: float) -> tuple[int, ...]:
     return (reach, passed)
 
 
-def _first_bucket_within(buckets: Mapping[int, Any], today: int, w: int) -> int | None:
-    """The oldest bucket day inside the ``w``-day window ending ``today`` (it is the next
-    to leave the window, on day ``d + w``); None when the window holds no bucket."""
+def _first_bucket_within(
+    buckets: Mapping[int, list[float]], today: int, w: int, slots: tuple[int, ...]
+) -> int | None:
+    """The oldest bucket day inside the ``w``-day window ending ``today`` with a value in
+    one of ``slots`` (it is the next to change the window's totals, leaving on day
+    ``d + w``); None when there is none."""
     lo = today - w + 1
     if len(buckets) > w:
         for d in range(lo, today + 1):
-            if d in buckets:
+            row = buckets.get(d)
+            if row is not None and any(row[k] for k in slots):
                 return d
         return None
-    inside = [d for d in buckets if lo <= d <= today]
+    inside = [d for d, row in buckets.items() if lo <= d <= today and any(row[k] for k in slots)]
     return min(inside) if inside else None
 
 

@@ -4,7 +4,6 @@ driven by due times alone where the customer is silent."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
@@ -326,10 +325,24 @@ def test_invalid_churn_sections_name_the_path(churn: dict[str, Any], path: str, 
     assert any(p == path and says in msg for p, msg in problems), problems
 
 
-def test_ordinary_features_may_be_used_and_infinite_silence_never_warns_prospects() -> None:
+def test_prospects_are_never_silent() -> None:
+    # Found by the replay evaluation: without purchases, silence was infinite and every
+    # silence threshold held on a prospect's first visit.
+    for when in ({"silence_ratio": {"gte": 2}}, {"days_silent": {"gte": 30}}):
+        policy = make({"severity": [{"name": "w", "when": when}]})
+        res = step(None, interaction("c1", T0), T0, policy)
+        assert churn_outputs(res.outputs) == []
+        assert churn_outputs(tick(res.state, T0 + 500 * DAY, policy).outputs) == []
+        f = policy.churn.signals(res.state, T0, None)[0]  # type: ignore[union-attr]
+        assert f["days_silent"] is None and f["silence_ratio"] is None
+
+
+def test_ordinary_features_may_be_used_in_levels() -> None:
     policy = make(
         {"severity": [{"name": "w", "when": {"days_silent": {"gte": 30}, "spend_365d": 100}}]}
     )
-    state = replay([interaction("c1", T0)], policy).states["c1"]
-    assert churn_outputs(tick(state, T0 + 500 * DAY, policy).outputs) == []
-    assert math.isinf(policy.churn.signals(state, T0, None)[0]["days_silent"])  # type: ignore[union-attr]
+    small = replay([purchase("c1", 20.0, T0)], policy).states["c1"]
+    assert churn_outputs(tick(small, T0 + 40 * DAY, policy).outputs) == []
+    big = replay([purchase("c2", 200.0, T0)], policy).states["c2"]
+    outs = churn_outputs(tick(big, T0 + 40 * DAY, policy).outputs)
+    assert [(o.severity, o.at) for o in outs] == [("w", T0 + 30 * DAY)]  # type: ignore[union-attr]
