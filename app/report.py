@@ -455,7 +455,7 @@ def build_report(
         elif direction == "down":
             pairs.append((frm, to))
     if tier_order:
-        tiers = [t for t in tier_order if t in seen] + sorted(seen - set(tier_order))
+        tiers = list(dict.fromkeys(tier_order)) + sorted(seen - set(tier_order))
     else:
         tiers = infer_order(seen, pairs)
 
@@ -716,6 +716,24 @@ def _legend(svg: _Svg, x: float, y: float, items: Sequence[tuple[str, str]]) -> 
         x += 30 + 7.5 * len(name)
 
 
+def _text_colour(colour: str) -> str:
+    """Tier colours are dark enough for text on white, except the light grey."""
+    return "#6e7781" if colour == LAST_TIER_COLOUR else colour
+
+
+def spread(ys: Sequence[float], gap: float, lo: float, hi: float) -> list[float]:
+    """Sorted label positions moved apart by at least ``gap`` and kept within [lo, hi]
+    where they fit: pushed down, then back up from ``hi``."""
+    out: list[float] = []
+    for y in ys:
+        out.append(max(y, out[-1] + gap) if out else y)
+    if out and out[-1] > hi:
+        out[-1] = hi
+        for i in range(len(out) - 2, -1, -1):
+            out[i] = min(out[i], out[i + 1] - gap)
+    return [max(y, lo) if len(out) * gap <= hi - lo else y for y in out]
+
+
 def population_chart(series: Series, tiers: Sequence[str], colours: Mapping[str, str]) -> str:
     """Step lines: customers per tier at the end of each bucket."""
     w, h = 900, 340
@@ -773,12 +791,14 @@ def population_chart(series: Series, tiers: Sequence[str], colours: Mapping[str,
         ends.append((y(vals[-1]), t, vals[-1]))
     # End labels, pushed apart so they do not overlap.
     ends.sort()
-    placed: list[float] = []
-    for yy, t, v in ends:
-        yy = max(yy, placed[-1] + 14) if placed else yy
-        placed.append(yy)
+    placed = spread([e[0] for e in ends], 14.0, top, top + ph + 4)
+    for yy, (_, t, v) in zip(placed, ends, strict=True):
         svg.text(
-            left + pw + 8, yy + 4, f"{t}  {v:,}", cls="end-label", extra=f' fill="{colours[t]}"'
+            left + pw + 8,
+            yy + 4,
+            f"{t}  {v:,}",
+            cls="end-label",
+            extra=f' style="fill:{_text_colour(colours[t])}"',
         )
     _legend(svg, left, 16, [(f"tier {t}", colours[t]) for t in tiers])
     return svg.done()
@@ -1122,8 +1142,8 @@ footer { color: #6e7781; font-size: 12.5px; margin-top: 20px; }
 """
 
 
-def _kpi(label: str, value: str, small: str = "") -> str:
-    s = f'<dd class="detail">{escape(small)}</dd>' if small else ""
+def _kpi(label: str, value: str, *details: str) -> str:
+    s = "".join(f'<dd class="detail">{escape(d)}</dd>' for d in details)
     return f'<div class="kpi"><dt>{escape(label)}</dt><dd>{escape(value)}</dd>{s}</div>'
 
 
@@ -1161,7 +1181,9 @@ def render_html(report: Report) -> str:
         _kpi(
             "tier changes",
             f"{r.counts['tier changes']:,}",
-            f"▲ {d['up']:,} up · ▼ {d['down']:,} down · {d['new']:,} new",
+            f"▲ {d['up']:,} up",
+            f"▼ {d['down']:,} down",
+            f"● {d['new']:,} first tiers",
         ),
         _kpi("lifecycle changes", f"{r.counts['lifecycle changes']:,}"),
         _kpi("upgrade candidates", f"{r.counts['upgrade candidates']:,}"),
