@@ -140,4 +140,24 @@ def describe_policy(policy: Policy) -> str:
     )
     if policy.upgrade is not None:
         lines.append("upgrade candidates watched in: " + ", ".join(sorted(policy.upgrade.tiers)))
+    if policy.churn is not None:
+        ch = policy.churn
+        signals = sorted({c.feature for c in ch.conditions})
+        lines.append(
+            f"churn warnings: levels {', '.join(s.name for s in ch.severities)} "
+            f"(highest first) on {', '.join(signals)}; usual gap {ch.usual_gap.of} of "
+            f"the customer's gaps (default {ch.usual_gap.default_days:g} days below "
+            f"{ch.usual_gap.min_gaps} gaps); actions for "
+            f"{', '.join(sorted(ch.actions)) or 'no tier'}"
+        )
+    if policy.model is not None:
+        m = policy.model
+        parts = []
+        if m.bgnbd is not None:
+            b = m.bgnbd
+            parts.append(f"BG/NBD r {b.r:g}, alpha {b.alpha:g}, a {b.a:g}, b {b.b:g}")
+        if m.gamma_gamma is not None:
+            g = m.gamma_gamma
+            parts.append(f"Gamma-Gamma p {g.p:g}, q {g.q:g}, v {g.v:g}")
+        lines.append(f"model ({m.unit}): " + "; ".join(parts))
     return "\n".join(lines)
