@@ -51,8 +51,8 @@ Definitions (all times are event times):
 - Alerts sent: alerts in ``[W0, end)`` to eligible labelled customers. A false alarm is an
   alert to a customer who, in truth, had not made their last purchase yet: a non-churner,
   or a churner who bought again after the alert. Alerts sent before a customer's first
-  purchase are counted apart too: with no purchase, ``days_silent`` and ``silence_ratio``
-  are infinite, so a silence condition holds on a newcomer's first visit.
+  purchase are counted apart (a check: a customer who never purchased is not silent, so
+  there should be none; an earlier version of the core sent them).
 - Rate bands: the standing precision / recall again, per band of the true purchase rate
   (at the stop for churners).
 
@@ -198,7 +198,7 @@ class Episode:
     #: severity -> when it was first sent in the episode.
     sent: dict[str, int] = field(default_factory=dict)
     cleared_at: int | None = None
-    #: Opened while the customer had never bought (silence is infinite then).
+    #: Opened while the customer had never bought (should not happen any more).
     never_bought: bool = False
 
     def alert_at(self, levels: frozenset[str] | None) -> int | None:
