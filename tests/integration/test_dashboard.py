@@ -45,8 +45,28 @@ from tests.unit.test_deploy import DASH, METRICS, RULES, panel_exprs
 pytestmark = pytest.mark.integration
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
-#: A policy with churn warnings, so that every panel of the dashboard has data.
-POLICY = REPO / "examples" / "churn-early-warning.yaml"
+#: Value tiers with churn warnings, so that every panel of the dashboard has data.
+POLICY = """\
+name: dashboard-check
+version: "1"
+tiers:
+  - name: A
+    when: {spend_365d: {gte: 3000}, purchases_365d: {gte: 12}}
+  - name: B
+    when: {spend_365d: {gte: 1000}, purchases_365d: {gte: 6}}
+  - name: C
+    when: {spend_90d: {gte: 100}}
+  - name: D
+churn:
+  usual_gap: {of: p90, min_gaps: 3, default_days: 45}
+  severity:
+    - name: critical
+      when: {silence_ratio: {gte: 3}}
+    - name: warning
+      when: {silence_ratio: {gte: 1.5}}
+  actions:
+    "*": {warning: email, critical: winback_offer}
+"""
 CUSTOMERS = 150
 #: What Grafana substitutes for its variables (the instance variable's "All" is ``.+``).
 GRAFANA_VARIABLES = {
@@ -178,8 +198,10 @@ class Stack:
 @pytest.fixture
 def stack(names: Names, tmp_path: Path, prometheus_bin: str) -> Iterator[Stack]:
     """A worker with traffic, scraped by Prometheus."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
     asyncio.run(create_topics(names, INPUT_TOPICS))
-    worker = WorkerProcess(names, tmp_path, TIERSTREAM_POLICY_FILE=str(POLICY))
+    worker = WorkerProcess(names, tmp_path, TIERSTREAM_POLICY_FILE=str(policy))
     prom = PrometheusServer(prometheus_bin, tmp_path, worker.web_port)
     try:
         worker.start().wait_healthy(60)
@@ -259,7 +281,7 @@ def test_every_dashboard_panel_and_alert_answers_from_a_real_prometheus(stack: S
     reasons = {s["metric"]["reason"]: float(s["value"][1]) for s in dead["result"]}
     assert reasons["malformed_json"] == 1 and reasons["not_an_object"] == 1
     (policy,) = prom.query(promql(by_title["Policy in force / A"]))["result"]
-    assert policy["metric"]["name"] == "churn-early-warning"
+    assert policy["metric"]["name"] == "dashboard-check"
 
     # Every alert expression evaluates (it may select nothing: nothing is wrong here).
     for rule in RULES:
