@@ -128,6 +128,7 @@ def test_metrics_count_what_the_replay_says(names: Names, tmp_path: Path) -> Non
         for seq in exp.lifecycle.values()
         for c in seq
     )
+    assert len(tier_changes) > 3 and len(stage_changes) > 3  # first tiers, ups and downs
     tiers = Counter(s["tier"] or "none" for s in exp.snapshots.values())
     stages = Counter(s["stage"] or "none" for s in exp.snapshots.values())
 
