@@ -109,6 +109,9 @@ class DemoState:
     probe_seen: asyncio.Event = field(default_factory=asyncio.Event)
     last_change_at: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    #: churn warnings by severity, and clearings (tierstream.churn-warnings)
+    churn: Counter[str] = field(default_factory=Counter)
+    churn_cleared: int = 0
 
     def per_tier(self) -> Counter[str]:
         return Counter(self.tiers.values())
@@ -116,6 +119,23 @@ class DemoState:
     def apply(self, ce: dict[str, Any]) -> dict[str, Any] | None:
         data = ce.get("data") or {}
         cid = str(data.get("customer_id", ""))
+        kind = str(ce.get("type", ""))
+        if kind.startswith("io.tierstream.churn."):
+            if cid == PROBE_CUSTOMER:
+                return None
+            if kind.startswith("io.tierstream.churn.cleared"):
+                self.churn_cleared += 1
+                return None
+            self.churn[str(data.get("severity"))] += 1
+            return {
+                "churn": True,
+                "customer_id": cid,
+                "severity": str(data.get("severity")),
+                "tier": data.get("tier") or "-",
+                "action": data.get("suggested_action") or "-",
+                "reason": (data.get("reasons") or [""])[0],
+                "time": str(ce.get("time", ""))[:10],
+            }
         if cid == PROBE_CUSTOMER:
             self.probe_seen.set()
             return None
@@ -145,6 +165,10 @@ def _main_reason(reasons: list[str]) -> str:
     return reasons[0]
 
 
+def _churn_text(state: DemoState) -> str:
+    return "  ".join(f"{k} {v:,}" for k, v in sorted(state.churn.items())) or "-"
+
+
 def _tier_counts_text(counts: Counter[str]) -> str:
     return "  ".join(f"{t}={counts.get(t, 0)}" for t in sorted(set(counts) | set("ABCD")))
 
@@ -163,6 +187,11 @@ def render(state: DemoState, cfg: DemoConfig, bootstrap: str) -> RenderableType:
         ),
         Text(f"event time {state.last_event_time or '-'}"),
         Text(f"{elapsed:5.1f}s", style="dim"),
+    )
+    head.add_row(
+        Text(f"churn warnings {sum(state.churn.values()):,}", style="bold"),
+        Text(_churn_text(state)),
+        Text(f"cleared {state.churn_cleared:,}"),
     )
     counts = state.per_tier()
     total = max(sum(counts.values()), 1)
@@ -419,11 +448,16 @@ async def _demo(
     stop: asyncio.Event,
 ) -> None:
     tier_topic = settings.topic("tier-changes")
-    await ensure_topics(settings, [*input_topic_names(settings), tier_topic])
+    churn_topic = settings.topic("churn-warnings")
+    await ensure_topics(settings, [*input_topic_names(settings), tier_topic, churn_topic])
     state = DemoState(total_events=len(records))
     printer = _PlainPrinter(console, state) if plain else None
     consumer = AIOKafkaConsumer(
-        tier_topic, **client_kwargs(settings), group_id=None, auto_offset_reset="earliest"
+        tier_topic,
+        churn_topic,
+        **client_kwargs(settings),
+        group_id=None,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     producer = make_producer(settings)
@@ -611,6 +645,7 @@ async def _consume(
                     state.last_event_time = row["time"] or state.last_event_time
                     if printer is not None:
                         printer.change(row)
+
         if printer is not None:
             printer.status()
 
@@ -640,6 +675,15 @@ class _PlainPrinter:
         if self.in_window >= self.per_second:
             return
         self.in_window += 1
+        if row.get("churn"):
+            self.console.print(
+                f"churn {row['severity']} {row['time']} {row['customer_id']} tier "
+                f"{row['tier']} -> {row['action']}: {row['reason']}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            return
         self.console.print(
             f"tier change {row['time']} {row['customer_id']} {row['from']} -> {row['to']} "
             f"{row['direction']}: {row['reason']}",
@@ -674,7 +718,9 @@ def _summary(console: Console, state: DemoState) -> None:
     console.print(
         f"summary: events sent {state.sent}, tier changes {state.tier_changes} "
         f"(up {state.directions['up']}, down {state.directions['down']}, "
-        f"new {state.directions['new']}), tiers {_tier_counts_text(counts)}",
+        f"new {state.directions['new']}), tiers {_tier_counts_text(counts)}, "
+        f"churn warnings {sum(state.churn.values())} ({_churn_text(state)}), "
+        f"cleared {state.churn_cleared}",
         highlight=False,
         soft_wrap=True,
     )

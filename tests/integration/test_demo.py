@@ -67,6 +67,8 @@ def test_demo_shows_tier_changes_and_cleans_up() -> None:
     assert any(" up: " in line for line in changes), output
     summary = re.search(r"summary: events sent (\d+), tier changes (\d+)", proc.stdout)
     assert summary and int(summary.group(1)) > 1000 and int(summary.group(2)) > 100, output
+    churn = re.search(r"churn warnings (\d+) \(.*\), cleared (\d+)", proc.stdout)
+    assert churn and int(churn.group(1)) > 0, output  # silence, from the packaged policy
     assert "customers per tier" in proc.stdout
     assert "stopped worker (exit code 0) and broker" in proc.stdout
     _check_report(proc.stdout, int(summary.group(2)))
@@ -89,10 +91,9 @@ def _check_report(stdout: str, tier_changes: int) -> None:
         html = path.read_text("utf-8")
         for section in ("population", "transitions", "churn", "revenue", "lifecycle"):
             part = html.split(f'<section id="{section}">')[1].split("</section>")[0]
-            if section != "churn":  # the default policy has no churn warnings
-                assert "<svg" in part, section
+            assert "<svg" in part, section  # the default policy warns of churn too
         assert "Revenue share by tier" in html and 'data-measure="spend_365d"' in html
-        assert "policy value-tiers v1" in html
+        assert "policy value-tiers v2" in html
         assert int(m.group(2).replace(",", "")) >= tier_changes  # (late ones too)
         assert int(m.group(3).replace(",", "")) == 200
         assert "demo-probe" not in html and "<script" not in html

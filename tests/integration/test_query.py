@@ -53,7 +53,7 @@ pytestmark = pytest.mark.integration
 
 NEW_POLICY = """\
 name: value-tiers
-version: "2"
+version: "3"
 tiers:
   - name: A
     when: {spend_365d: {gte: 4000}, purchases_365d: {gte: 12}}

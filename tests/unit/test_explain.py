@@ -23,7 +23,7 @@ from app.policy_files import load_policy
 from app.web import cluster_view, owners, partition_of, same_worker
 from tests.builders import DAY, HOUR, at, interaction, purchase, refund
 
-DEFAULT = load_policy()  # value-tiers@1: A 3000/12, B 1000/6 over 365 days, C spend_90d 100
+DEFAULT = load_policy()  # value-tiers@2: A 3000/12, B 1000/6 over 365 days, C spend_90d 100
 ABCD_DOC: dict[str, Any] = yaml.safe_load(
     (Path(__file__).resolve().parents[2] / "examples" / "value-tiers-abcd.yaml").read_text()
 )
@@ -51,9 +51,9 @@ def test_a_b_customer_under_the_default_policy() -> None:
     assert doc["as_of"] == last and doc["tier_since"] == T0 + 35 * DAY  # the 6th purchase
     assert doc["policy"] == {
         "name": "value-tiers",
-        "version": "1",
-        "key": "value-tiers@1",
-        "evaluated_under": "value-tiers@1",
+        "version": "2",
+        "key": "value-tiers@2",
+        "evaluated_under": "value-tiers@2",
     }
     assert doc["reasons"] == [
         "spend_365d 1400 >= 1000",

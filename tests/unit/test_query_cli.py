@@ -28,7 +28,7 @@ POLICY = load_policy()
 T0 = at("2024-03-01T00:00:00")
 NEW_POLICY = """\
 name: value-tiers
-version: "2"
+version: "3"
 tiers:
   - name: A
     when: {spend_365d: {gte: 1200}, purchases_365d: {gte: 6}}
@@ -107,7 +107,7 @@ def test_explain_prints_tier_stage_reasons_and_key_features(
     assert worker.asked == [("GET", "/customers/b%201%2Fx/explain", b"")]  # quoted
     out = result.stdout
     assert "tier B since 2024-04-05T00:00:00.000Z" in out
-    assert "stage loyal" in out and "policy value-tiers@1; as of the last evaluation" in out
+    assert "stage loyal" in out and "policy value-tiers@2; as of the last evaluation" in out
     for line in ("why B:", "spend_365d 1400 >= 1000", "not A: spend_365d 1400 < 3000"):
         assert line in out
     assert "why loyal:\n  purchases_365d 7 >= 6" in out
