@@ -164,6 +164,9 @@ def _evaluation(state: CustomerState) -> tuple[Any, ...]:
         state.pending_tier,
         state.pending_since,
         state.upgrade_since,
+        state.churn_severity,
+        state.churn_since,
+        state.churn_cleared_at,
         state.next_due,
         state.policy,
     )

@@ -191,6 +191,23 @@ class ChurnRules:
         )
 
     @cached_property
+    def _silence_gated(self) -> bool:
+        """Every level needs silence (a days_silent or silence_ratio threshold above 0
+        that silence must reach): before the earliest such threshold no level can hold,
+        and the signals need not be computed (the hot path right after a purchase)."""
+
+        def gated(group: tuple[Condition, ...]) -> bool:
+            return any(
+                c.feature in ("days_silent", "silence_ratio")
+                and c.op in ("gte", "gt")
+                and finite_number(c.value)
+                and c.value > 0
+                for c in group
+            )
+
+        return bool(self.severities) and all(gated(g) for s in self.severities for g in s.groups)
+
+    @cached_property
     def _falling_slots(self) -> tuple[int, ...]:
         """Bucket slots of the falling-activity metrics the levels read (none: no need
         to re-evaluate as days leave those windows)."""
@@ -265,6 +282,10 @@ class ChurnRules:
     ) -> str | None:
         """The first severity whose conditions hold (the hot path: no reasons, no value
         at risk; :meth:`assess` gives everything when a warning is sent)."""
+        if self._silence_gated:
+            earliest = self._silence_times(state, model)[1]
+            if earliest is None or at < earliest:
+                return None
         churn_f = self.signals(state, at, model)[0]
         f = {**features, **churn_f}
         for s in self.severities:
@@ -332,7 +353,7 @@ class ChurnRules:
             t = state.churn_cleared_at + int(self.rearm_days * DAY_MS)
             if t > at:
                 best = t
-        times = self._silence_times(state, model)
+        times = self._silence_times(state, model)[0]
         i = bisect.bisect_right(times, at)
         if i < len(times) and (best is None or times[i] < best):
             best = times[i]
@@ -346,17 +367,18 @@ class ChurnRules:
                     best = (d + w) * DAY_MS
         return best
 
-    def _silence_times(self, state: CustomerState, model: Model | None) -> tuple[int, ...]:
-        """Sorted times at which silence or P(alive) may cross a threshold: they depend
-        only on the purchase days, so they are kept in the state until those change."""
-        key = (self, model, state.purchase_day_bits, state.last_purchase_at)
-        cached = state.due_cache
-        if cached is not None and all(
-            a is b or a == b for a, b in zip(cached[0], key, strict=True)
-        ):
-            return cached[1]  # type: ignore[no-any-return]
-        last = state.last_purchase_at
+    def _silence_times(
+        self, state: CustomerState, model: Model | None
+    ) -> tuple[tuple[int, ...], int | None]:
+        """Sorted times at which silence or P(alive) may cross a threshold, and the
+        earliest time any silence threshold is reached (None: never). They depend only on
+        the purchase days, so they are kept in the state until those change."""
+        bits, last = state.purchase_day_bits, state.last_purchase_at
+        c = state.due_cache
+        if c is not None and c[0] is self and c[1] is model and c[2] == bits and c[3] == last:
+            return c[4], c[5]
         times: set[int] = set()
+        earliest: int | None = None
         if last is not None:
             for feature, value in self._timed:
                 if feature == "p_alive":
@@ -365,27 +387,31 @@ class ChurnRules:
                         times.update((day * DAY_MS, (day + 1) * DAY_MS))
                     continue
                 scale = 1.0 if feature == "days_silent" else self.usual_gap_of(state)[0]
-                times.update(_crossing_ms(last, value, scale))
+                crossing = _crossing_ms(last, value, scale)
+                if crossing is not None:
+                    times.update(crossing)
+                    if earliest is None or crossing[0] < earliest:
+                        earliest = crossing[0]
         result = tuple(sorted(times))
-        state.due_cache = (key, result)
-        return result
+        state.due_cache = (self, model, bits, last, result, earliest)
+        return result, earliest
 
 
-def _crossing_ms(anchor: int, value: float, scale: float) -> tuple[int, ...]:
+def _crossing_ms(anchor: int, value: float, scale: float) -> tuple[int, int] | None:
     """The ms at which ``(t - anchor) / DAY_MS / scale`` (as the signals compute it)
     first reaches ``value`` and first passes it (the flips of gte/lt and gt/lte)."""
     t_f = anchor + value * scale * DAY_MS
     if not math.isfinite(t_f) or scale <= 0:
-        return ()
-    base = math.floor(t_f)
-    near = range(base - 2, base + 4)
-
-    def signal(t: int) -> float:
-        return (t - anchor) / DAY_MS / scale  # x / 1.0 == x: days_silent exactly
-
-    reach = next((t for t in near if signal(t) >= value), base + 4)
-    passed = next((t for t in near if signal(t) > value), base + 5)
-    return (reach, passed)
+        return None
+    t = math.floor(t_f) - 2
+    while (t - anchor) / DAY_MS / scale >= value:  # x / 1.0 == x: days_silent exactly
+        t -= 1
+    while (t - anchor) / DAY_MS / scale < value:
+        t += 1
+    reach = t
+    while (t - anchor) / DAY_MS / scale <= value:
+        t += 1
+    return reach, t
 
 
 def _first_bucket_within(
