@@ -291,6 +291,9 @@ def evaluate(
         state.upgrade_since = None  # the episode (if any) is over
     if policy.churn is not None:
         _churn(state, at, policy, policy.churn, features, cause, trigger, outputs)
+    elif state.churn_since is not None or state.churn_cleared_at is not None:
+        # A policy without churn warnings: no episode stays open under it.
+        state.churn_severity = state.churn_since = state.churn_cleared_at = None
     state.evaluated_at = at
     state.next_due = _next_due(state, at, policy)
     return outputs

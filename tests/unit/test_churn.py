@@ -346,3 +346,14 @@ def test_ordinary_features_may_be_used_in_levels() -> None:
     big = replay([purchase("c2", 200.0, T0)], policy).states["c2"]
     outs = churn_outputs(tick(big, T0 + 40 * DAY, policy).outputs)
     assert [(o.severity, o.at) for o in outs] == [("w", T0 + 30 * DAY)]  # type: ignore[union-attr]
+
+
+def test_a_policy_without_churn_warnings_closes_open_episodes() -> None:
+    state = buy_on([0, 10, 20, 30, 50])
+    tick(state, T0 + 200 * DAY, SILENCE)
+    assert state.churn_severity == "critical"
+    plain = policy_from_dict(BASE, "plain.yaml")
+    from app.domain.engine import reevaluate
+
+    reevaluate(state, plain, "policy:plain", "policy_changed")
+    assert (state.churn_severity, state.churn_since, state.churn_cleared_at) == (None,) * 3
