@@ -55,6 +55,7 @@ from app.domain.conditions import (
     fmt,
     parse_conditions,
 )
+from app.domain.features import compute_features, rfm_summary
 from app.domain.state import DAY_MS, INTERACTIONS, PURCHASES, SPEND, CustomerState, day_of
 
 if TYPE_CHECKING:
@@ -511,15 +512,11 @@ def _older_totals(
 
 
 def _rfm_in_units(state: CustomerState, at: int, model: Model) -> tuple[int, float, float]:
-    """(x, t_x, T) for the BG/NBD model: repeat purchase days, recency and age in the
-    model's unit (lifetimes conventions, as :func:`app.domain.features.rfm_summary`)."""
-    assert state.first_purchase_at is not None and state.last_purchase_at is not None
-    first = day_of(state.first_purchase_at)
-    x = max(state.purchase_days - 1, 0)
+    """(x, t_x, T) for the BG/NBD model: the RFM summary (lifetimes conventions) with
+    recency and age in the model's unit."""
+    rfm = rfm_summary(state, at)
     unit = model.unit_days
-    t_x = (day_of(state.last_purchase_at) - first) / unit
-    big_t = max(day_of(at) - first, 0) / unit
-    return x, t_x, big_t
+    return rfm.frequency, rfm.recency / unit, rfm.T / unit
 
 
 def p_alive(state: CustomerState, at: int, model: Model | None) -> float | None:
@@ -565,7 +562,7 @@ def value_at_risk(
     if model is None or model.bgnbd is None or state.first_purchase_at is None:
         spend = features.get("spend_365d")
         if not isinstance(spend, int | float):
-            spend = _spend_365(state, at)
+            spend = compute_features(state, at, ("spend_365d",))["spend_365d"]
         return None, max(float(spend), 0.0) * horizon_days / 365.0
     x, t_x, big_t = _rfm_in_units(state, at, model)
     t = horizon_days / model.unit_days
@@ -578,11 +575,6 @@ def value_at_risk(
     else:
         spend_each = mean
     return expected, max(if_alive * spend_each, 0.0)
-
-
-def _spend_365(state: CustomerState, at: int) -> float:
-    today = day_of(at)
-    return math.fsum(row[SPEND] for d, row in state.buckets.items() if 0 <= today - d < 365)
 
 
 # -- parsing ---------------------------------------------------------------------------
