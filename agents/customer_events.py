@@ -23,15 +23,22 @@ def register(app: TierstreamApp) -> Any:
         await app.ready_to_process()
         batches = BatchTaker(stream, settings.batch_size, settings.batch_timeout_s)
         try:
-            while not stream.should_stop:
-                # Wait for events, but not past the next flush or timer run (no timer
-                # while a rebalance waits: it must not keep the loop from waiting).
-                wait = app.until_flush() if batches.suspended else app.until_wake()
-                events = await batches.take(wait, wake_on_suspend=app.unflushed > 0)
-                if events:
-                    outcome = app.process(events)  # decode -> step, per event, in order
+            while not (stream.should_stop or batches.stopped):
+                # Wait for events, but not past the next flush, timer run or release of
+                # records waiting for event-time order (no timer while a rebalance waits:
+                # it must not keep the loop from waiting; with nothing to flush, look
+                # again after a timer interval, so the loop sees the rebalance end).
+                wait = app.until_flush() if batches.suspended else None
+                if wait is None:
+                    wait = app.until_wake()
+                events = await batches.take(wait, wake_on_suspend=app.unflushed + app.held > 0)
+                if events or app.held:
+                    # queued for event-time order; decode -> step for those released
+                    outcome = app.process(events)
                     await app.send(outcome)  # tier changes and dead letters, on their way
-                if not batches.suspended:
+                if batches.suspended:
+                    app.drop_held()  # a rebalance: read again from the committed offsets
+                else:
                     await app.run_control()  # a new policy or new cut-offs: everyone
                     await app.run_timer()  # customers whose due time has come
                 reason = app.flush_due(rebalancing=batches.suspended)
@@ -39,11 +46,13 @@ def register(app: TierstreamApp) -> Any:
                     # snapshots, then the touched customers' states, all on the broker:
                     # only now may Faust commit the events
                     batches.ack(await app.flush(reason))
+            app.abandon("the worker stopped", logging.INFO)
         except asyncio.CancelledError:  # the worker stops: the unflushed rest is not acked
             app.abandon("the worker stopped", logging.INFO)
             raise
-        except BaseException:
+        except BaseException as exc:
             app.abandon("the agent failed")  # its tier changes may not all have been sent
+            await app.fail(exc)
             raise
         finally:
             batches.close()

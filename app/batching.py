@@ -120,6 +120,8 @@ class BatchOutcome:
     #: Kafka timestamps (epoch seconds) of the batch's input records, set by the caller
     #: (the latency metric)
     record_times: list[float | None] = field(default_factory=list)
+    #: the earliest event time applied (None: no event applied)
+    oldest_event_time: int | None = None
 
     @property
     def tier_changes(self) -> list[OutputRecord]:
@@ -295,9 +297,30 @@ class CustomerBatch:
         return len(self._dirty)
 
     def process(self, records: Sequence[InputRecord], load: StateLoader) -> BatchOutcome:
+        """Decode and apply ``records`` in the order given (:meth:`decode`, :meth:`apply`)."""
+        return self.apply(records, self.decode(records), load)
+
+    def decode(self, records: Sequence[InputRecord]) -> list[Event | InvalidEvent]:
+        """Each record as an event, or as the reason it cannot be one (a dead letter)."""
+        max_ts = self._clock() + self.max_future_skew_ms
+        out: list[Event | InvalidEvent] = []
+        for record in records:
+            try:
+                out.append(self._decode(record, max_ts))
+            except InvalidEvent as exc:
+                out.append(exc.with_traceback(None))  # kept a while: no frames with it
+        return out
+
+    def apply(
+        self,
+        records: Sequence[InputRecord],
+        decoded: Sequence[Event | InvalidEvent],
+        load: StateLoader,
+    ) -> BatchOutcome:
+        """Run the core over decoded records (:meth:`decode`), in the order given; the
+        touched customers become dirty."""
         out = BatchOutcome()
         dirty = self._dirty
-        max_ts = self._clock() + self.max_future_skew_ms
         clocks = self.partition_clocks
         read, read_time = self.read.next_offset, self.read.event_time
         seen = out.records
@@ -306,15 +329,16 @@ class CustomerBatch:
             seen[topic] = seen.get(topic, 0) + 1
             tp = (topic, record.partition)
             read[tp] = record.offset + 1
-            try:
-                event = self._decode(record, max_ts)
-            except InvalidEvent as exc:
-                out.dead_letters.append(_dead_letter(record, exc.reason, exc.detail))
+            event = decoded[index]
+            if isinstance(event, InvalidEvent):
+                out.dead_letters.append(_dead_letter(record, event.reason, event.detail))
                 continue
             out.events += 1
             partition = record.partition
             if event.occurred_at > read_time.get(tp, 0):
                 read_time[tp] = event.occurred_at
+            if out.oldest_event_time is None or event.occurred_at < out.oldest_event_time:
+                out.oldest_event_time = event.occurred_at
             now = clocks.get(partition, 0)
             if event.occurred_at > now:
                 now = clocks[partition] = event.occurred_at
@@ -562,9 +586,36 @@ class CustomerBatch:
         )
 
 
+#: A dead letter's key and value together stay below this many bytes, so that it fits one
+#: produce request (the producer's ``max_request_size``, 1,000,000 by default in Faust, and
+#: the broker's ``message.max.bytes``, 1,048,588 by default, with room for the headers).
+DEAD_LETTER_MAX_BYTES = 512 * 1024
+#: ``error.detail`` is cut to this many characters.
+DEAD_LETTER_MAX_DETAIL = 1000
+
+
 def _dead_letter(record: InputRecord, reason: str, detail: str) -> DeadLetter:
+    """The dead letter of ``record``: its key and bytes as they came, unless together they
+    exceed :data:`DEAD_LETTER_MAX_BYTES`; then the value (and if need be the key) is cut
+    to fit, and the header ``error.truncated`` gives the original sizes. A record the
+    producer refused would stop the partition: it could be neither sent nor skipped."""
+    key, value = record.key, record.value
+    if len(detail) > DEAD_LETTER_MAX_DETAIL:
+        detail = detail[: DEAD_LETTER_MAX_DETAIL - 1] + "…"
     headers = dead_letter_headers(reason, detail, record)
-    return DeadLetter(record.key, record.value, headers, reason, record.topic)
+    size = len(key or b"") + len(value or b"")
+    if size > DEAD_LETTER_MAX_BYTES:
+        headers.append(
+            (
+                "error.truncated",
+                f"key {len(key or b'')} bytes, value {len(value or b'')} bytes".encode("ascii"),
+            )
+        )
+        if key is not None and len(key) > DEAD_LETTER_MAX_BYTES // 2:
+            key = key[: DEAD_LETTER_MAX_BYTES // 2]
+        if value is not None:
+            value = value[: DEAD_LETTER_MAX_BYTES - len(key or b"")]
+    return DeadLetter(key, value, headers, reason, record.topic)
 
 
 @dataclass(slots=True)
@@ -586,6 +637,9 @@ class Counters:
     #: re-evaluations of every customer (a new policy or new cut-offs)
     sweeps: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
+    #: records processed out of event-time order because a co-partitioned input topic
+    #: with unread records delivered none within ``order_wait_s`` (app.ordering)
+    order_forced: int = 0
 
     def add(self, outcome: BatchOutcome) -> None:
         self.batches += 1
@@ -613,4 +667,5 @@ class Counters:
             "revocations": self.revocations,
             "sweeps": self.sweeps,
             "dead_letters": dict(self.dead_letters),
+            "order_forced": self.order_forced,
         }

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import faust
@@ -50,11 +51,14 @@ from app.batching import (
     wall_clock_ms,
 )
 from app.control import ControlPlane
+from app.domain.errors import InvalidEvent
+from app.domain.events import Event
 from app.domain.outputs import Trigger
 from app.domain.policy import Policy
 from app.domain.population import Cutoffs, PartitionSketches
 from app.domain.state import CustomerState
 from app.metrics import WorkerMetrics
+from app.ordering import EventTimeOrder
 from app.recovery import TierstreamRecovery, TierstreamTableManager, start_offsets
 from app.settings import Settings
 from app.timers import partition_clocks
@@ -162,9 +166,17 @@ class BatchTaker:
     ``Stream.__aiter__`` does (faust-streaming 0.15.3) that matters here:
 
     * events of an older consumer generation, or delivered while flow control is
-      suspended (a rebalance), are skipped and acked, exactly as the stream skips them;
+      suspended (a rebalance), are skipped, as the stream skips them -- but, unlike the
+      stream, *not acked*: an event nobody applied must never be committed. (Acking them
+      lost events: a worker that joined, was handed a partition and revoked again before
+      it processed anything acked what it skipped, and the revocation committed it.)
+      After the rebalance every source partition is positioned at its committed offset
+      again (:mod:`app.recovery`), so skipped events are read again;
     * a message of an acking topic is tracked as unacked (``Consumer.unacked``) until
-      acked, so a rebalance (``Consumer.wait_empty``) waits for it.
+      acked, so a rebalance (``Consumer.wait_empty``) waits for it; events taken and then
+      given up (:meth:`untrack`: a rebalance, a stop, a failure) stop being tracked
+      without being acked, so the rebalance does not wait for them and nothing commits
+      them.
 
     Processors are not run (the agent has none), and neither are Faust's sensor hooks
     (``on_message_in/out``, ``on_stream_event_in/out``: ~2 us an event for counters of
@@ -184,6 +196,8 @@ class BatchTaker:
         self._queue = channel.queue
         self._suspend_flow: asyncio.Event = app.consumer.suspend_flow
         self._loop = asyncio.get_running_loop()
+        #: the stream ended (the worker stops): no more events will come
+        self.stopped = False
 
     @property
     def suspended(self) -> bool:
@@ -197,10 +211,19 @@ class BatchTaker:
         as long as it takes), then at most ``within`` seconds for more. Returns an empty
         list when the timeout passes, the stream stops, or (``wake_on_suspend``) flow
         control is suspended."""
+        batch: list[StreamEvent] = []
+        try:
+            await self._fill(batch, timeout, wake_on_suspend)
+        except StopAsyncIteration:  # the channel's way of saying that the stream stopped
+            self.stopped = True
+        return batch
+
+    async def _fill(
+        self, batch: list[StreamEvent], timeout: float | None, wake_on_suspend: bool
+    ) -> None:
         app, queue, loop, stream = self._app, self._queue, self._loop, self.stream
         acking_topics = app.topics.acking_topics
         unacked_add = app.consumer.unacked.add
-        batch: list[StreamEvent] = []
         deadline = None if timeout is None else loop.time() + timeout
         filling = False
         while len(batch) < self.max:
@@ -228,8 +251,7 @@ class BatchTaker:
             for event in events:
                 message = event.message
                 if not active or message.generation_id != generation:
-                    event.ack()  # as the stream does: skipped, and acked
-                    continue
+                    continue  # skipped, not acked: read again after the rebalance
                 if message.topic in acking_topics and not message.tracked:
                     message.tracked = True  # as Consumer.track_message
                     unacked_add(message)
@@ -237,7 +259,6 @@ class BatchTaker:
             if batch and not filling:
                 filling = True
                 deadline = loop.time() + self.within
-        return batch
 
     @staticmethod
     def ack(events: Sequence[StreamEvent]) -> None:
@@ -245,8 +266,24 @@ class BatchTaker:
         for event in events:
             event.ack()
 
+    def untrack(self, events: Iterable[StreamEvent]) -> None:
+        """Give events up without acking them: they are no longer waited for by a
+        rebalance, and their offsets are not committed (they are read again)."""
+        untrack(self._app, events)
+
     def close(self) -> None:
         self._channel.on_stop_iteration()
+
+
+def untrack(app: faust.App, events: Iterable[StreamEvent]) -> None:
+    """Stop tracking taken events as unacked, without acking them (see
+    :meth:`BatchTaker.untrack`)."""
+    unacked = app.consumer.unacked
+    for event in events:
+        message = event.message
+        if message.tracked and not message.acked:
+            unacked.discard(message)
+            message.tracked = False
 
 
 class RawTopic(faust.Topic):  # type: ignore[misc]
@@ -319,6 +356,10 @@ FlushReason = Literal["interval", "size", "rebalance"]
 #: Flush sooner than ``flush_interval_s`` once this many events are unflushed (bounds the
 #: memory they and the dirty states hold, and the work a crash repeats).
 MAX_UNFLUSHED_EVENTS = 50_000
+#: A wall-clock worker warns when it applies events older than this (30 days)...
+OLD_EVENT_AGE_MS = 30 * 86_400_000
+#: ... at most this often (seconds).
+OLD_EVENTS_WARN_EVERY_S = 600.0
 #: Customers the timer re-evaluates per run at most, so a backlog of due customers (after
 #: downtime, or a wall clock far ahead of the events) is worked off between event batches.
 TIMER_BATCH = 5_000
@@ -359,6 +400,16 @@ class TierstreamApp:
             cache_size=settings.state_cache_size,
         )
         self.counters = Counters()
+        #: records taken but not processed yet: released in event-time order across the
+        #: input topics of a partition (app.ordering)
+        self.order: EventTimeOrder[tuple[StreamEvent, InputRecord, Event | InvalidEvent]] = (
+            EventTimeOrder(self.batch.kinds, settings.order_wait_s)
+        )
+        #: per input topic-partition: the offset after the last record taken (this run)
+        self._received: dict[tuple[str, int], int] = {}
+        #: when a wall-clock worker last warned of events far older than its clock
+        self._old_warned_at: float | None = None
+        self._old_events = 0
         #: logical input topic name by full name
         self._input_names = {settings.topic(name): name for name in INPUT_KINDS}
         self.metrics = WorkerMetrics(
@@ -421,11 +472,42 @@ class TierstreamApp:
                 why,
                 len(self._unflushed),
             )
+        untrack(self.faust, self._unflushed)
         self._unflushed = []
         self._flush_at = None
         self._abandoned += 1
         self.batch.discard()
+        self.drop_held()
         self._due_stale = True
+
+    def drop_held(self) -> None:
+        """Give up the records waiting for event-time order (:attr:`order`): unacked and
+        untracked, they are read again from the committed offsets (a rebalance positions
+        every source partition there; so does a restart)."""
+        if self.order.held:
+            untrack(self.faust, (event for event, _, _ in self.order.drop()))
+        self._received.clear()
+
+    @property
+    def held(self) -> int:
+        """Records taken and waiting for event-time order."""
+        return self.order.held
+
+    async def fail(self, exc: BaseException) -> None:
+        """The agent failed (a bug, or a broker error it cannot get past): stop the worker
+        with an error rather than let Faust restart the agent. A restarted agent would
+        take the events after the failed batch and apply them to states that miss the
+        batch, and their acks could never be committed past it; a restarted *worker*
+        reads everything uncommitted again, in order. Logged with where it failed, not
+        the exception's message (it may hold customer data)."""
+        where = "".join(traceback.format_tb(exc.__traceback__)) if exc.__traceback__ else ""
+        log.error(
+            "the customer-events agent failed with %s; stopping the worker (a restart "
+            "consumes the uncommitted events again)\n%s",
+            type(exc).__name__,
+            where,
+        )
+        await self.faust.crash(exc)
 
     def _add_pages(self) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -488,28 +570,85 @@ class TierstreamApp:
 
     # -- per batch -----------------------------------------------------------------------
     def process(self, events: Sequence[StreamEvent]) -> BatchOutcome:
-        """Decode and run the core over a batch of stream events; the touched customers
-        become dirty (see :meth:`flush`), the events unflushed."""
+        """Decode a batch of stream events and queue them for event-time order
+        (:attr:`order`); run the core over the ones released, in that order. The touched
+        customers become dirty (see :meth:`flush`), the processed events unflushed."""
+        messages = [e.message for e in events]
+        records = [InputRecord(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
+        order, received = self.order, self._received
+        for event, record, decoded in zip(events, records, self.batch.decode(records), strict=True):
+            time = None if isinstance(decoded, InvalidEvent) else decoded.occurred_at
+            order.add(record.topic, record.partition, time, (event, record, decoded))
+            received[(record.topic, record.partition)] = record.offset + 1
+        loop = asyncio.get_running_loop()
+        ready = order.release(self._caught_up, loop.time()) if order.held else []
+        self.counters.order_forced = order.forced
+        released = [event for event, _, _ in ready]
         table = self.customer_state
         set_current, reset_current = _current_event.set, _current_event.reset
 
         def load(key: bytes, index: int) -> bytes | None:
-            token = set_current(weakref.ref(events[index]))  # the event's partition's store
+            token = set_current(weakref.ref(released[index]))  # the event's partition's store
             try:
                 value: bytes | None = table.get(key)
             finally:
                 reset_current(token)
             return value
 
-        messages = [e.message for e in events]
-        records = [InputRecord(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
-        outcome = self.batch.process(records, load)
-        outcome.record_times = [m.timestamp for m in messages]
+        outcome = self.batch.apply(
+            [record for _, record, _ in ready], [decoded for _, _, decoded in ready], load
+        )
+        outcome.record_times = [event.message.timestamp for event in released]
         # In the same synchronous step as the processing: a revocation drops both or neither.
-        self._unflushed.extend(events)
-        if self._flush_at is None:
-            self._flush_at = asyncio.get_running_loop().time() + self.settings.flush_interval_s
+        self._unflushed.extend(released)
+        if released and self._flush_at is None:
+            self._flush_at = loop.time() + self.settings.flush_interval_s
+        if outcome.oldest_event_time is not None and self.settings.clock_mode == "wall":
+            self._warn_if_old(outcome.oldest_event_time, outcome.events)
         return outcome
+
+    def _caught_up(self, tp: tuple[str, int]) -> bool:
+        """Nothing left to read on an input topic-partition, as far as the consumer knows:
+        the next offset to take has reached the high watermark of its last fetch."""
+        hw = self._highwater(*tp)
+        if hw is None:
+            return False
+        if hw == 0:
+            return True
+        nxt = self._received.get(tp)
+        if nxt is None:
+            nxt = start_offsets(self.faust).get(TP(*tp))
+        return nxt is not None and nxt >= hw
+
+    def until_order(self) -> float | None:
+        """Seconds until records waiting for event-time order go on regardless."""
+        deadline = self.order.next_deadline()
+        if deadline is None:
+            return None
+        return max(deadline - asyncio.get_running_loop().time(), 0.0)
+
+    def _warn_if_old(self, oldest: int, events: int) -> None:
+        """A wall-clock worker fed history: say so, loudly but at most every
+        :data:`OLD_EVENTS_WARN_EVERY_S`."""
+        if wall_clock_ms() - oldest < OLD_EVENT_AGE_MS:
+            return
+        self._old_events += events
+        loop = asyncio.get_running_loop()
+        if self._old_warned_at is not None and loop.time() - self._old_warned_at < (
+            OLD_EVENTS_WARN_EVERY_S
+        ):
+            return
+        self._old_warned_at = loop.time()
+        days = (wall_clock_ms() - oldest) // 86_400_000
+        log.warning(
+            "events up to %d days older than the wall clock (%d in batches with such events "
+            "since the last warning): with TIERSTREAM_CLOCK_MODE=wall every customer is "
+            "aged to today, so history replays end in the lowest tiers; to replay history "
+            "run the workers with TIERSTREAM_CLOCK_MODE=event",
+            days,
+            self._old_events,
+        )
+        self._old_events = 0
 
     async def send(self, outcome: BatchOutcome) -> None:
         """Send a batch's tier changes and dead letters; their delivery is awaited by the
@@ -677,10 +816,11 @@ class TierstreamApp:
         return max(self._timer_at - asyncio.get_running_loop().time(), 0.0)
 
     def until_wake(self) -> float:
-        """How long the agent may wait for events: until a flush or the timer is due."""
-        flush = self.until_flush()
-        timer = self.until_timer()
-        return timer if flush is None else min(flush, timer)
+        """How long the agent may wait for events: until a flush or the timer is due, or
+        records waiting for event-time order go on regardless."""
+        return min(
+            t for t in (self.until_flush(), self.until_timer(), self.until_order()) if t is not None
+        )
 
     async def run_timer(self, *, force: bool = False) -> int:
         """Re-evaluate the customers whose due time their partition's clock has reached

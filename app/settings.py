@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         description="The partition clock lags the latest event (and the wall clock) by this "
         "much, so events arriving this late are still applied before the timer looks.",
     )
+    order_wait_s: float = Field(
+        5.0,
+        ge=0,
+        description="Event-time order across a partition's input topics: how long records "
+        "wait for a co-partitioned topic that has unread records but delivered none yet, "
+        "before they are processed without it (as Kafka Streams' max.task.idle.ms).",
+    )
     timer_interval_s: float = Field(
         1.0, gt=0, description="How often the timer re-evaluates customers that fell due."
     )

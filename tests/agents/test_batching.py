@@ -260,4 +260,5 @@ def test_counters_add_up(policy: Policy) -> None:
         "revocations": 0,
         "sweeps": 0,
         "dead_letters": {"not_an_object": 1},
+        "order_forced": 0,
     }
