@@ -8,10 +8,12 @@ events alone).
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from app.domain.outputs import snapshot
 from app.domain.replay import replay, sort_key
@@ -149,3 +151,73 @@ def test_bad_input_is_dead_lettered_and_the_stream_goes_on(names: Names, tmp_pat
     assert last_by_key(snaps)[CID] == normalize(snapshot(state.states[CID]))
     assert health is not None
     assert sum(health["counters"]["dead_letters"].values()) == len(BAD)
+
+
+def test_a_record_too_large_to_dead_letter_whole_is_cut_and_nothing_stalls(
+    names: Names, tmp_path: Path
+) -> None:
+    """A 1.2 MB record used to stop the partition: its dead letter (the original bytes)
+    was refused by the producer (MessageSizeTooLargeError), the agent failed, the other
+    bad records of its batch were never dead-lettered, commits stopped and SIGTERM hung.
+    Now it is dead-lettered cut to fit, with ``error.truncated``, and everything else
+    goes on: the next bad record is dead-lettered, later events are applied, the input is
+    committed (a restart has nothing left to do) and the worker stops cleanly."""
+    huge = b'{"event_id": "' + b"x" * 1_200_000
+    good = [purchase(n) for n in range(4)]
+    records: list[tuple[str, bytes | None, bytes | None]] = [
+        ("purchases", KEY, orjson.dumps(good[0])),
+        ("purchases", KEY, orjson.dumps(good[1])),
+        ("purchases", KEY, huge),
+        ("purchases", KEY, b"[1]"),
+        ("purchases", KEY, orjson.dumps(good[2])),
+        ("purchases", KEY, orjson.dumps(good[3])),
+    ]
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=names.bootstrap,
+            enable_idempotence=False,
+            linger_ms=20,
+            max_request_size=4_000_000,
+        )
+        await producer.start()
+        try:
+            futures = [await producer.send(names.topic(t), v, key=k) for t, k, v in records]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(create_topics(names, INPUT_TOPICS))
+    asyncio.run(send())
+    worker = WorkerProcess(names, tmp_path)
+    try:
+        worker.start().wait_healthy()
+        dead = asyncio.run(consume(names, "dead-letter", until=lambda r: len(r) >= 2, idle_s=1))
+        snaps = asyncio.run(
+            consume(
+                names,
+                "customers",
+                idle_s=0.5,
+                until=lambda r: (
+                    last_by_key(r).get(CID, {}).get("lifetime", {}).get("purchases") == len(good)
+                ),
+            )
+        )
+        assert worker.stop() == 0, worker.log()  # promptly: nothing waits for the record
+        # a restart finds everything committed: nothing is processed again
+        worker.start().wait_healthy()
+        time.sleep(3)
+        again = worker.healthz()
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log()
+    assert "Traceback" not in worker.log(tail=200_000)
+    assert [d.headers["error.reason"] for d in dead] == [b"malformed_json", b"not_an_object"]
+    cut = dead[0]
+    assert cut.headers["error.truncated"] == b"key %d bytes, value %d bytes" % (
+        len(KEY),
+        len(huge),
+    )
+    assert cut.value is not None and huge.startswith(cut.value) and len(cut.value) >= 500_000
+    assert last_by_key(snaps)[CID]["lifetime"]["purchases"] == len(good)
+    assert again is not None and again["counters"]["events"] == 0, again
