@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import traceback
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -400,6 +402,11 @@ class TierstreamApp:
             cache_size=settings.state_cache_size,
         )
         self.counters = Counters()
+        #: when this worker was created (epoch ms): the earlier of two workers with
+        #: clashing settings runs on, the later refuses (:meth:`refuse`)
+        self.started_at = wall_clock_ms()
+        #: why this worker refused to run on (None: it did not)
+        self.refused: str | None = None
         #: records taken but not processed yet: released in event-time order across the
         #: input topics of a partition (app.ordering)
         self.order: EventTimeOrder[tuple[StreamEvent, InputRecord, Event | InvalidEvent]] = (
@@ -492,6 +499,15 @@ class TierstreamApp:
     def held(self) -> int:
         """Records taken and waiting for event-time order."""
         return self.order.held
+
+    def refuse(self, why: str) -> None:
+        """Refuse to run on (a setting clashes with the group's: app.web's clock-mode
+        check): log ``why`` once and stop the worker as on SIGTERM; ``tierstream worker``
+        then reports ``why`` and exits with code 2 (:attr:`refused`)."""
+        if self.refused is None:
+            self.refused = why
+            log.error("%s", why)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     async def fail(self, exc: BaseException) -> None:
         """The agent failed (a bug, or a broker error it cannot get past): stop the worker

@@ -84,6 +84,8 @@ WORKER = "X-Tierstream-Worker"
 PARTITION = "X-Tierstream-Partition"
 #: How long a forwarded explain (or a worker's ``/tiers/local``) may take.
 FORWARD_TIMEOUT_S = 10.0
+#: How long the clock-mode check waits for another worker's ``/cluster``.
+CLOCK_CHECK_TIMEOUT_S = 3.0
 #: Customers decided between two turns of the event loop in ``POST /policy/diff``.
 DIFF_CHUNK = 1000
 
@@ -202,6 +204,8 @@ def register_pages(tapp: TierstreamApp) -> None:
             {
                 "app_id": tapp.settings.app_id,
                 "worker": node.url,
+                "clock_mode": tapp.settings.clock_mode,
+                "started_at": tapp.started_at,
                 "serving": node.serving(),
                 "table": node.changelog,
                 "partitions": partitions,
@@ -209,6 +213,15 @@ def register_pages(tapp: TierstreamApp) -> None:
                 "policy": tapp.batch.policy.key,
             }
         )
+
+    checks: set[asyncio.Future[None]] = set()
+
+    async def _assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        check = asyncio.ensure_future(check_clock_modes(tapp, node))
+        checks.add(check)
+        check.add_done_callback(checks.discard)
+
+    app.on_partitions_assigned.connect(_assigned)  # type: ignore[arg-type]
 
     class PolicyDiffView(View):  # type: ignore[misc]
         async def post(self, request: Any) -> Any:
@@ -218,6 +231,42 @@ def register_pages(tapp: TierstreamApp) -> None:
                 return _failed(self, "policy diff", exc)
 
     app.page("/policy/diff", name="policy_diff")(PolicyDiffView)
+
+
+async def check_clock_modes(tapp: TierstreamApp, node: Node) -> None:
+    """Workers of one group must share ``TIERSTREAM_CLOCK_MODE``: a partition's clock (and
+    so what falls due when) would otherwise depend on which worker owns it, and change
+    with every rebalance. After each assignment this worker asks the others (``GET
+    /cluster``); if one that started earlier runs the other mode, this one refuses to run
+    (:meth:`TierstreamApp.refuse`: stops, exit code 2). Workers that do not answer are
+    passed over (the check runs again at the next assignment)."""
+    import aiohttp
+
+    mine, mode = node.url, tapp.settings.clock_mode
+    client: Any = tapp.faust.http_client
+    for url in sorted(node.metadata()):
+        if same_worker(url, mine):
+            continue
+        try:
+            async with client.get(
+                url.rstrip("/") + "/cluster",
+                timeout=aiohttp.ClientTimeout(total=CLOCK_CHECK_TIMEOUT_S),
+            ) as resp:
+                doc = await resp.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        theirs, started = doc.get("clock_mode"), doc.get("started_at")
+        if theirs in (None, mode) or not isinstance(started, int):
+            continue
+        if (started, url) < (tapp.started_at, mine):
+            tapp.refuse(
+                f"the worker at {url} of group {tapp.settings.app_id!r} runs "
+                f"TIERSTREAM_CLOCK_MODE={theirs}, this one {mode}: the workers of one group "
+                f"must use one clock mode, so this one (started later) stops"
+            )
+            return
 
 
 def _failed(web: Any, what: str, exc: Exception) -> Any:

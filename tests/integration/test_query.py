@@ -245,7 +245,22 @@ def test_queries_are_routed_to_the_partition_owner(names: Names, tmp_path: Path)
         assert workers_diff == file_diff
         table = runner.invoke(cli, ["policy", "diff", str(new_policy), "--worker", min(urls)])
         assert table.exit_code == 0 and "tier transitions" in table.stdout
+
+        # b leaves; with no events flowing a takes its partitions over and /tiers answers
+        # again within the rebalance (it stayed 503 for minutes: the agent, idle during
+        # the rebalance, waited for the next event before it rebuilt the counts)
+        assert b.stop() == 0, b.log()
+        left = time.monotonic()
+        status, doc = 0, None
+        while time.monotonic() - left < 30:
+            status, _, doc = get(a, "/tiers")
+            if status == 200 and len(doc["workers"]) == 1:
+                break
+            time.sleep(0.3)
+        assert status == 200 and len(doc["workers"]) == 1, (status, doc, a.log())
+        assert doc["tiers"] == dict(tiers) and doc["customers"] == len(exp.snapshots)
+        print(f"/tiers answered {time.monotonic() - left:.1f} s after a worker left")
     finally:
         codes = [a.stop(), b.stop()]
     assert codes == [0, 0], a.log() + b.log()
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 80
