@@ -88,3 +88,55 @@ async def test_abandon_forgets_unflushed_work(tapp: TierstreamApp) -> None:
     tapp.abandon("test")
     assert tapp.unflushed == 0 and tapp.until_flush() is None and tapp.flush_due() is None
     assert tapp.batch.dirty_customers == 0 and len(tapp.batch.cache) == 0
+
+
+async def test_a_wall_clock_worker_warns_once_of_events_far_older_than_its_clock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def app(mode: str) -> TierstreamApp:
+        return create_app(
+            load_settings(
+                app_id=f"old-{mode}",
+                topic_prefix="t.",
+                data_dir=str(tmp_path),
+                order_wait_s=0,
+                clock_mode=mode,
+            )
+        )
+
+    wall = app("wall")
+    with caplog.at_level("WARNING", logger="app.faust_app"):
+        wall.process([purchase(1), purchase(2)])  # type: ignore[list-item]  # 2024
+        wall.process([purchase(3)])  # type: ignore[list-item]
+    warnings = [
+        r.getMessage() for r in caplog.records if "older than the wall clock" in r.getMessage()
+    ]
+    assert len(warnings) == 1, warnings  # loudly, but not per batch
+    assert "TIERSTREAM_CLOCK_MODE=event" in warnings[0]
+    assert "c1" not in warnings[0] and "c2" not in warnings[0]  # no customer ids in logs
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="app.faust_app"):
+        app("event").process([purchase(4)])  # type: ignore[list-item]
+    assert not [r for r in caplog.records if "older than the wall clock" in r.getMessage()]
+
+
+async def test_events_of_several_topics_are_processed_in_event_time_order(
+    tapp: TierstreamApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app queues what it takes and runs the core over it in event-time order across
+    the input topics of a partition (app.ordering), waiting for a topic that is behind."""
+    highwater = {("t.purchases", 0): 10, ("t.interactions", 0): 10, ("t.profiles", 0): 0}
+    monkeypatch.setattr(tapp, "_highwater", lambda topic, partition: highwater[(topic, partition)])
+    tapp.order.max_wait_s = 60
+    late = [purchase(n) for n in (5, 6)]  # purchases of times +5, +6 ms
+    visit_doc = {"event_id": "v1", "customer_id": "c1", "type": "visit"}
+    visit = FakeEvent(0, {**visit_doc, "occurred_at": 1_717_200_000_003})  # +3 ms
+    visit.message.topic = "t.interactions"
+    out = tapp.process(late)  # type: ignore[arg-type]
+    assert out.events == 0 and tapp.held == 2  # interactions has unread records: wait
+    out = tapp.process([visit])  # type: ignore[list-item]
+    assert out.events == 1 and tapp.held == 2  # the visit (+3) first; purchases still wait
+    highwater[("t.interactions", 0)] = 1  # interactions caught up
+    out = tapp.process([])
+    assert out.events == 2 and tapp.held == 0
+    assert tapp.unflushed == 3
