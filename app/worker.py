@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from typing import TYPE_CHECKING
 
+from app.errors import ConfigError
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.faust_app import TierstreamApp
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +38,17 @@ def tune_gc() -> None:
     gc.freeze()
 
 
-def build_worker(settings: Settings) -> object:
-    """The Faust worker for the app with every agent registered (nothing started yet)."""
+def build_worker(settings: Settings, tapp: TierstreamApp | None = None) -> object:
+    """The Faust worker for the app (``tapp``, else one made from ``settings``) with every
+    agent registered (nothing started yet)."""
     import faust
 
     import agents
     from app import fastpath
     from app.faust_app import create_app
 
-    tapp = create_app(settings)
+    if tapp is None:
+        tapp = create_app(settings)
     agents.register(tapp)
     fastpath.install(tapp.faust)  # batch-wise consumer hand-off (app.fastpath)
     worker = faust.Worker(
@@ -66,9 +73,14 @@ def run_worker(settings: Settings) -> None:
     group, flushing the producer, committing offsets) and raises ``SystemExit``."""
     # A fresh loop for Faust: it must own the loop it runs on.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    worker = build_worker(settings)
+    from app.faust_app import create_app
+
+    tapp = create_app(settings)
+    worker = build_worker(settings, tapp)
     try:
         worker.execute_from_commandline()  # type: ignore[attr-defined]
     except SystemExit as exc:
+        if tapp.refused is not None:  # it stopped itself: a setting clashes with the group's
+            raise ConfigError(tapp.refused) from None
         if exc.code not in (None, 0):
             raise

@@ -92,3 +92,30 @@ def test_workers_join_and_leave_mid_stream(names: Names, tmp_path: Path) -> None
     assert codes == [0, 0], first.log() + second.log()
     assert health is not None and health["counters"]["events"] > 0, health
     assert_final_state_equals_replay(exp, snap_records, change_records)
+
+
+def test_a_worker_of_the_other_clock_mode_refuses_to_join(names: Names, tmp_path: Path) -> None:
+    """Workers of one group must share TIERSTREAM_CLOCK_MODE (a partition's clock would
+    otherwise change with its owner): the later worker stops with exit code 2 and one
+    line saying why; the earlier one runs on."""
+    asyncio.run(create_topics(names, INPUT_TOPICS))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = WorkerProcess(names, tmp_path / "a")  # event clock (the tests' default)
+    later = WorkerProcess(names, tmp_path / "b", TIERSTREAM_CLOCK_MODE="wall")
+    try:
+        first.start().wait_healthy()
+        later.start()
+        assert later.proc is not None
+        code = later.proc.wait(60)
+        assert code == 2, later.log()
+        errors = [
+            line for line in later.log(tail=100_000).splitlines() if line.startswith("error:")
+        ]
+        assert len(errors) == 1 and "TIERSTREAM_CLOCK_MODE=event" in errors[0], later.log()
+        assert "Traceback" not in later.log(tail=100_000)
+        assert first.proc is not None and first.proc.poll() is None
+        assert first.healthz() is not None
+    finally:
+        later.stop()
+        assert first.stop() == 0, first.log()
