@@ -236,7 +236,8 @@ _READ_NOTES = """
     values are parsed (numbers become numbers; text fields such as customer_id stay text),
     occurred_at may be ISO-8601, a date (1997-01-01 or 19970101) or epoch ms. A CSV row
     without event_id gets the deterministic id FILENAME:LINE; a row without type but with
-    an amount is a purchase.
+    an amount is a purchase. A line with bytes that are not UTF-8 is an invalid line
+    (malformed_json; a CSV row: invalid_encoding).
 """
 
 
@@ -557,9 +558,9 @@ def _report_rejected(
     kind (field kind, else type: purchase/refund/order are purchases, profile is a
     profile, anything else an interaction), keyed by customer_id, with the original
     object re-encoded as JSON. Content is not validated: the worker dead-letters invalid
-    events, with the reason. Only lines that are not JSON objects or have no customer_id
-    (nothing to key by) are skipped and reported. Missing input topics are created with
-    TIERSTREAM_PARTITIONS partitions.
+    events, with the reason. Only lines that are not JSON objects (not JSON, bytes that
+    are not UTF-8) or have no customer_id (nothing to key by) are skipped and reported.
+    Missing input topics are created with TIERSTREAM_PARTITIONS partitions.
 
     Env: TIERSTREAM_BROKER, TIERSTREAM_TOPIC_PREFIX, TIERSTREAM_PARTITIONS and the
     TIERSTREAM_SECURITY_PROTOCOL / SASL_* / SSL_CAFILE settings of a real cluster.

@@ -1,0 +1,149 @@
+"""Mistakes a user makes get one clear line and the documented exit code, never a traceback:
+bytes that are not UTF-8 in an input file are an invalid line like any other (``classify``,
+``fit``, ``policy diff --events``, ``produce``)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import date
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner, Result
+
+from app.broker import LocalBroker
+from app.cli import cli
+from app.simulate import SimulationConfig, simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+ABCD = ROOT / "examples" / "value-tiers-abcd.yaml"
+
+#: A line whose event id holds Latin-1 e-acute (0xE9): not UTF-8.
+BAD_LINE = (
+    b'{"event_id":"caf\xe9","customer_id":"c00001","type":"purchase",'
+    b'"occurred_at":"2024-02-01T00:00:00Z","amount":10}'
+)
+BAD_AT = 8  # its line number in the file
+
+
+def invoke(args: list[str], stdin: bytes | None = None) -> Result:
+    result = CliRunner().invoke(cli, args, input=stdin)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback is the bug these tests look for
+    return result
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The same simulated stream twice (same file name, for `fit`'s source): as it is,
+    and with BAD_LINE inserted."""
+    sim = simulate(SimulationConfig(customers=60, days=200, seed=3, start=date(2024, 1, 1)))
+    lines = [orjson.dumps(d) for d in sim.events]
+    base = tmp_path_factory.mktemp("bad-bytes")
+    (base / "good").mkdir()
+    (base / "bad").mkdir()
+    good, bad = base / "good" / "events.jsonl", base / "bad" / "events.jsonl"
+    good.write_bytes(b"\n".join(lines) + b"\n")
+    bad.write_bytes(b"\n".join([*lines[: BAD_AT - 1], BAD_LINE, *lines[BAD_AT - 1 :]]) + b"\n")
+    return good, bad
+
+
+def test_classify_reports_the_bad_byte_line_and_goes_on(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    good, bad = files
+    outs = {}
+    for name, path in (("good", good), ("bad", bad)):
+        out, errors = tmp_path / f"{name}.out", tmp_path / f"{name}.errors"
+        result = invoke(["classify", str(path), "-o", str(out), "--errors-out", str(errors)])
+        assert result.exit_code == 0, result.output
+        outs[name] = (out.read_bytes(), result.output, errors)
+    assert outs["bad"][0] == outs["good"][0]  # everything else classified the same
+    assert outs["good"][0]  # (there are tier changes to compare)
+    assert f"line {BAD_AT}: malformed_json: not valid UTF-8: byte 0xE9" in outs["bad"][1]
+    (rejected,) = [orjson.loads(x) for x in outs["bad"][2].read_bytes().splitlines()]
+    assert rejected["line"] == BAD_AT and rejected["reason"] == "malformed_json"
+    assert "caf\\xe9" in rejected["raw"]
+
+
+def test_classify_from_stdin_reports_the_bad_byte_line(files: tuple[Path, Path]) -> None:
+    good, bad = files
+    from_file = invoke(["classify", str(good), "-q"])
+    from_stdin = invoke(["classify", "-", "-q"], stdin=bad.read_bytes())
+    assert from_stdin.exit_code == 0, from_stdin.output
+    assert f"line {BAD_AT}: malformed_json: not valid UTF-8" in from_stdin.output
+    # stdout (the tier changes) then the report: everything else classified the same
+    assert from_stdin.stdout.startswith(from_file.stdout)
+
+
+def test_fit_reports_the_bad_byte_line_and_fits_the_rest(files: tuple[Path, Path]) -> None:
+    good, bad = files
+    with_bad = invoke(["fit", str(bad), "--quiet"])
+    without = invoke(["fit", str(good), "--quiet"])
+    assert with_bad.exit_code == 0, with_bad.output
+    assert f"line {BAD_AT}: malformed_json: not valid UTF-8" in with_bad.output
+    assert with_bad.stdout.endswith(without.stdout)  # the same model block
+    assert "bgnbd" in without.stdout
+
+
+def test_policy_diff_events_reports_the_bad_byte_line(files: tuple[Path, Path]) -> None:
+    good, bad = files
+    args = ["policy", "diff", str(ABCD), "--json", "--events"]
+    with_bad = invoke([*args, str(bad)])
+    without = invoke([*args, str(good)])
+    assert with_bad.exit_code == 0, with_bad.output
+    assert f"line {BAD_AT}: malformed_json: not valid UTF-8" in with_bad.output
+    assert with_bad.stdout.endswith(without.stdout)
+    assert orjson.loads(without.stdout)["customers"] == 60
+
+
+def test_classify_csv_with_a_bad_byte_row(tmp_path: Path) -> None:
+    p = tmp_path / "orders.csv"
+    p.write_bytes(
+        b"customer_id,occurred_at,amount\nc1,2024-01-01,10\nc\xf62,2024-01-02,20\nc3,2024-01-03,30\n"
+    )
+    result = invoke(["classify", str(p), "--customers-out", str(tmp_path / "c.jsonl"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "line 3: invalid_encoding: not valid UTF-8: byte 0xF6 in column 1" in result.output
+    customers = [
+        orjson.loads(x)["customer_id"] for x in (tmp_path / "c.jsonl").read_bytes().split()
+    ]
+    assert customers == ["c1", "c3"]
+
+
+@pytest.mark.integration
+def test_produce_reports_the_bad_byte_line_and_sends_the_rest(
+    broker: LocalBroker, files: tuple[Path, Path]
+) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    _, bad = files
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    result = invoke(["produce", str(bad), "--broker", broker.bootstrap, "--topic-prefix", prefix])
+    assert result.exit_code == 0, result.output
+    assert f"line {BAD_AT}: malformed_json: not valid UTF-8: byte 0xE9" in result.output
+    expected = len(bad.read_bytes().splitlines()) - 1
+    assert f"sent {expected:,} events" in result.output
+
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(
+            *(prefix + t for t in ("purchases", "interactions", "profiles")),
+            bootstrap_servers=broker.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        seen = 0
+        try:
+            for _ in range(40):
+                batches = await consumer.getmany(timeout_ms=250)
+                seen += sum(len(m) for m in batches.values())
+                if seen >= expected and not batches:
+                    break
+        finally:
+            await consumer.stop()
+        return seen
+
+    assert asyncio.run(count()) == expected
