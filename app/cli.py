@@ -255,11 +255,15 @@ def _settings(**overrides: object) -> Settings:
     try:
         return load_settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TIERSTREAM_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        problems = []
+        for e in exc.errors():
+            name = "_".join(str(p) for p in e["loc"])
+            problem = f"TIERSTREAM_{name.upper()}: {e['msg']}"
+            # Our own validators name the value; say it for pydantic's too (not secrets).
+            if e["type"] != "invalid_setting" and "password" not in name:
+                problem += f" (got {e.get('input')!r})"
+            problems.append(problem)
+        raise ConfigError(f"invalid settings: {'; '.join(problems)}") from None
 
 
 def _read(

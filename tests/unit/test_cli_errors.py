@@ -1,14 +1,17 @@
 """Mistakes a user makes get one clear line and the documented exit code, never a traceback:
 bytes that are not UTF-8 in an input file are an invalid line like any other (``classify``,
-``fit``, ``policy diff --events``, ``produce``); ``broker`` on a port in use exits 2."""
+``fit``, ``policy diff --events``, ``produce``); ``broker`` on a port in use, ``worker``
+with a bad setting, an unreachable broker or a missing store driver exit 2."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -21,7 +24,8 @@ from typer.testing import CliRunner, Result
 from app import broker as broker_mod
 from app.broker import LocalBroker, free_port
 from app.cli import cli
-from app.errors import BrokerError
+from app.errors import BrokerError, ConfigError
+from app.settings import load_settings
 from app.simulate import SimulationConfig, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,3 +255,76 @@ def test_broker_command_exits_1_when_the_broker_dies_later(
     assert result.exit_code == 1, result.output
     assert "broker listening" in result.stdout
     assert result.stderr.strip() == "error: the broker exited unexpectedly"
+
+
+# --- tierstream worker: mistakes stop it before Faust starts ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TIERSTREAM_STORE": "bogus://"}, "TIERSTREAM_STORE: 'bogus://' is not a table store"),
+        ({"TIERSTREAM_LOG_LEVEL": "LOUD"}, "TIERSTREAM_LOG_LEVEL: 'LOUD' is not a log level"),
+        ({"TIERSTREAM_BROKER": "localhost:kafka"}, "TIERSTREAM_BROKER: 'localhost:kafka' is not"),
+        ({"TIERSTREAM_WEB_PORT": "0"}, "TIERSTREAM_WEB_PORT: Input should be greater"),
+    ],
+)
+def test_worker_with_an_invalid_setting_is_one_line_exit_2(
+    env: dict[str, str], expected: str
+) -> None:
+    line = one_error_line(run_tierstream(["worker"], env))
+    assert line.startswith("error: invalid settings: " + expected), line
+
+
+def test_worker_with_an_unreachable_broker_is_one_line_exit_2() -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    proc = run_tierstream(
+        ["worker"], {"TIERSTREAM_BROKER": address, "TIERSTREAM_BROKER_WAIT_S": "1.5"}
+    )
+    line = one_error_line(proc)
+    assert line.startswith(f"error: cannot reach the broker at TIERSTREAM_BROKER={address}")
+    assert "tried for 1.5 s" in line and "Connect call failed" in line
+    assert time.monotonic() - started < 30  # it gave up after the wait, not Faust's retries
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) for m in ("rocksdict", "rocksdb")),
+    reason="a RocksDB binding is installed here",
+)
+def test_worker_with_rocksdb_but_no_binding_is_one_line_exit_2() -> None:
+    line = one_error_line(run_tierstream(["worker"], {"TIERSTREAM_STORE": "rocksdb://"}))
+    assert line.startswith("error: TIERSTREAM_STORE=rocksdb:// needs the rocksdb extra")
+
+
+def test_check_store_needs_a_rocksdb_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import worker
+
+    rocks = load_settings(store="rocksdb://")
+    monkeypatch.setattr(worker.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="needs the rocksdb extra"):
+        worker.check_store(rocks)
+    worker.check_store(load_settings(store="memory://"))  # memory needs nothing
+    monkeypatch.setattr(worker.importlib.util, "find_spec", lambda name: name == "rocksdict")
+    worker.check_store(rocks)
+
+
+def test_worker_on_a_web_port_in_use_is_one_line_exit_2(taken_port: int) -> None:
+    proc = run_tierstream(["worker"], {"TIERSTREAM_WEB_PORT": str(taken_port)})
+    line = one_error_line(proc)
+    assert line.startswith(f"error: TIERSTREAM_WEB_PORT={taken_port} is in use")
+
+
+def test_settings_normalise_what_they_accept() -> None:
+    s = load_settings(log_level="info", store="RocksDB://")
+    assert (s.log_level, s.store) == ("INFO", "rocksdb://")
+    assert load_settings(broker="kafka://a:1, b,[::1]:9092").bootstrap_servers == "a:1,b,[::1]:9092"
+
+
+@pytest.mark.integration
+def test_check_broker_passes_when_the_broker_answers(broker: LocalBroker) -> None:
+    from app.worker import check_broker
+
+    started = time.monotonic()
+    check_broker(load_settings(broker=broker.bootstrap))
+    assert time.monotonic() - started < 5
