@@ -674,7 +674,9 @@ def produce(
 """
 )
 def simulate(
-    customers: int = typer.Option(1000, min=1, help="Number of customers."),
+    customers: int = typer.Option(
+        1000, min=1, help="Number of customers (each has at least one event)."
+    ),
     days: int = typer.Option(365, min=1, help="Days of event time."),
     seed: int = typer.Option(1, help="Random seed (same seed, same output)."),
     start: str = typer.Option("2024-01-01", help="First day of event time (UTC)."),
