@@ -735,11 +735,13 @@ def simulate(
     Starts the local broker on a free port and a worker subprocess (fresh app id, memory
     store), sends a simulated stream at a steady rate so that months of customer history
     flow by within --duration seconds, and shows tier changes as they come out of the
-    worker: a live table on a terminal, plain lines otherwise. Ends with customers per
-    tier and a report page (`report.html` in the demo's work directory, as `tierstream
-    report` makes from the output and customers topics; its path is printed), then stops
-    the worker (SIGTERM) and the broker. Ctrl-C stops early and cleans up the same way.
-    Exit code 0 on success, 1 when the worker fails to start or dies.
+    worker: a live table on a terminal, plain lines otherwise. Then it stops the worker
+    (SIGTERM), reads everything it emitted (output and customers topics) and from that
+    one reading prints customers per tier and the counts and writes a report page
+    (`report.html` in the demo's work directory, as `tierstream report` makes; its path
+    is printed), then stops the broker. Ctrl-C stops the feed early and ends the same
+    way (the summary is final, as the report); a second Ctrl-C aborts. Exit code 0 on
+    success, 1 when the worker fails to start or dies.
 
     Env: TIERSTREAM_LOG_LEVEL (worker log level); the broker, app id, store and ports
     are chosen by the demo.
