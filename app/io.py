@@ -17,6 +17,13 @@ CSV specifics (``--format csv``):
   ISO-8601, date-only (``1997-01-01``), compact (``19970101``) or epoch milliseconds.
 - A row without ``event_id`` gets a deterministic one, ``FILENAME:LINE``; a row without
   ``type`` but with ``amount`` is a ``purchase``.
+
+Bytes that are not UTF-8 are read with ``surrogateescape`` (each undecodable byte becomes
+one of U+DC80..U+DCFF, which valid UTF-8 never decodes to), so one bad byte spoils only its
+own line: a JSON line or array element with one is ``malformed_json`` (the reason the worker
+gives the same bytes), a CSV row ``invalid_encoding``; the detail names the byte and where
+it is, and ``raw`` shows it escaped (``\\xff``). Only a CSV header with such a byte stops the
+read (:class:`InputError`): its column names cannot be trusted.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ _COMPACT_DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _INT = re.compile(r"^[+-]?\d+$")
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+#: An undecodable byte as ``surrogateescape`` decodes it (byte 0xXY -> U+DCXY).
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
 class InputError(TierstreamError):
@@ -153,11 +162,13 @@ def read_events(
     if str(path) == "-":  # standard input; JSON Lines unless --format says otherwise
         kind = detect_format(p, fmt or "jsonl")
         p = Path("stdin")
-        handle = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+        handle = io.TextIOWrapper(
+            sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
     else:
         kind = detect_format(p, fmt)
         try:
-            handle = p.open("r", encoding="utf-8-sig", newline="")
+            handle = p.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="")
         except OSError as exc:
             raise InputError(f"cannot read {p}: {exc.strerror or exc}") from exc
     if kind == "jsonl":
@@ -180,14 +191,7 @@ def _read_json(handle: Any, mapping: dict[str, str]) -> Iterator[SourceLine]:
             skipped += first == "\n"
             first = handle.read(1)
         if first == "[":  # a JSON array of objects
-            text = first + handle.read()
-            try:
-                items = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                yield SourceLine(1, text[:200], reason="malformed_json", detail=str(exc))
-                return
-            for i, item in enumerate(items, 1):
-                yield _json_doc(i, orjson.dumps(item).decode(), item, mapping)
+            yield from _json_array(first + handle.read(), skipped + 1, mapping)
             return
         number = skipped
         pending = first
@@ -201,11 +205,69 @@ def _read_json(handle: Any, mapping: dict[str, str]) -> Iterator[SourceLine]:
             try:
                 value = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
-                yield SourceLine(number, text, reason="malformed_json", detail=str(exc))
+                bad = _UNDECODABLE.search(line)
+                if bad is None:
+                    yield SourceLine(number, text, reason="malformed_json", detail=str(exc))
+                else:  # orjson refuses the surrogates: say which byte is not UTF-8
+                    detail = f"{_not_utf8(bad)} at column {bad.start() + 1}"
+                    yield SourceLine(
+                        number, printable(text), reason="malformed_json", detail=detail
+                    )
                 continue
             yield _json_doc(number, text, value, mapping)
         if pending.strip():  # a one-character file
-            yield SourceLine(number + 1, pending, reason="malformed_json", detail="not JSON")
+            yield SourceLine(
+                number + 1, printable(pending), reason="malformed_json", detail="not JSON"
+            )
+
+
+def _json_array(text: str, first_line: int, mapping: dict[str, str]) -> Iterator[SourceLine]:
+    """The elements of a JSON array file (``line``: the element number). Elements holding
+    bytes that are not UTF-8 are ``malformed_json``, the others are read as usual."""
+    bad = _UNDECODABLE.search(text)
+    marker = _unused_char(text) if bad is not None else None
+    try:
+        # orjson refuses the surrogates anywhere: stand a character the text does not
+        # contain in for them, then find the elements that hold it.
+        items = orjson.loads(text if marker is None else _UNDECODABLE.sub(marker, text))
+    except orjson.JSONDecodeError as exc:
+        detail = str(exc)
+        if bad is not None:
+            line = first_line + text.count("\n", 0, bad.start())
+            column = bad.start() - text.rfind("\n", 0, bad.start())
+            detail = f"{_not_utf8(bad)} at line {line} column {column}; the array was not read"
+        yield SourceLine(1, printable(text[:200]), reason="malformed_json", detail=detail)
+        return
+    for i, item in enumerate(items, 1):
+        raw = orjson.dumps(item).decode()
+        if marker is not None and marker in raw:
+            yield SourceLine(
+                i,
+                raw.replace(marker, "\ufffd"),
+                reason="malformed_json",
+                detail="not valid UTF-8 (the bytes that are not are shown as U+FFFD)",
+            )
+            continue
+        yield _json_doc(i, raw, item, mapping)
+
+
+def _unused_char(text: str) -> str | None:
+    """A private-use character that ``text`` does not contain (None if it has them all)."""
+    for code in range(0xE000, 0xF900):
+        if chr(code) not in text:
+            return chr(code)
+    return None
+
+
+def _not_utf8(match: re.Match[str]) -> str:
+    return f"not valid UTF-8: byte 0x{ord(match.group()) - 0xDC00:02X}"
+
+
+def printable(text: str) -> str:
+    """``text`` with each byte that was not UTF-8 written as ``\\xNN`` (encodable again)."""
+    if _UNDECODABLE.search(text) is None:
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _json_doc(number: int, raw: str, value: Any, mapping: dict[str, str]) -> SourceLine:
@@ -225,16 +287,25 @@ def _json_doc(number: int, raw: str, value: Any, mapping: dict[str, str]) -> Sou
     return SourceLine(number, raw, doc=value)
 
 
-def _split_whitespace(handle: Any) -> Iterator[tuple[int, list[str]]]:
+def _split_whitespace(handle: Any) -> Iterator[tuple[int, list[str] | str]]:
     for number, line in enumerate(handle, 1):
         cells = line.split()
         if cells:
             yield number, cells
 
 
-def _split_csv(handle: Any, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+def _split_csv(handle: Any, delimiter: str) -> Iterator[tuple[int, list[str] | str]]:
+    """(line number, cells) per row, or (line number, what is wrong) for a row the csv
+    module refuses (a field over its size limit); reading goes on after it."""
     reader = csv.reader(handle, delimiter=delimiter)
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield reader.line_num, str(exc)
+            continue
         if row and any(cell.strip() for cell in row):
             yield reader.line_num, row
 
@@ -249,7 +320,18 @@ def _read_csv(
         if first is None:
             handle.close()
             return iter(())
-        names = [c.strip() for c in first[1]]
+        number, cells = first
+        if isinstance(cells, str):
+            handle.close()
+            raise InputError(f"{file_name} line {number}: the header cannot be read: {cells}")
+        names = [c.strip() for c in cells]
+        for i, name in enumerate(names, 1):
+            bad = _UNDECODABLE.search(name)
+            if bad is not None:
+                handle.close()
+                raise InputError(
+                    f"{file_name} line {number}: the header is {_not_utf8(bad)} in column {i}"
+                )
     elif not mapping:
         handle.close()
         raise InputError("--no-header needs --map to say which column holds which field")
@@ -284,7 +366,7 @@ def _resolve_columns(mapping: dict[str, str], names: list[str] | None) -> dict[s
 
 def _csv_docs(
     handle: Any,
-    rows: Iterator[tuple[int, list[str]]],
+    rows: Iterator[tuple[int, list[str] | str]],
     file_name: str,
     columns: dict[str, int],
     names: list[str] | None,
@@ -294,7 +376,14 @@ def _csv_docs(
     joiner = " " if delimiter is None else delimiter
     with handle:
         for number, cells in rows:
+            if isinstance(cells, str):
+                yield SourceLine(number, "", reason="bad_row", detail=cells)
+                continue
             raw = joiner.join(cells)
+            bad_cell = _bad_cell(cells)
+            if bad_cell is not None:
+                yield SourceLine(number, printable(raw), reason="invalid_encoding", detail=bad_cell)
+                continue
             doc: dict[str, Any] = {}
             if names is not None:
                 if len(cells) != len(names):
@@ -324,6 +413,15 @@ def _csv_docs(
             if "type" not in doc and "amount" in doc:
                 doc["type"] = "purchase"
             yield SourceLine(number, raw, doc=doc)
+
+
+def _bad_cell(cells: list[str]) -> str | None:
+    """What is wrong with the first cell holding a byte that is not UTF-8, if any."""
+    for i, cell in enumerate(cells, 1):
+        bad = _UNDECODABLE.search(cell)
+        if bad is not None:
+            return f"{_not_utf8(bad)} in column {i}"
+    return None
 
 
 def _put_cell(doc: dict[str, Any], field: str, cell: str) -> None:

@@ -6,13 +6,24 @@ with :meth:`Settings.model_copy`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER = "127.0.0.1:9092"
+#: Table stores a worker can use (Faust store URL schemes): ``rocksdb`` needs the extra.
+STORES = ("memory", "rocksdb")
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]/\s]+)(?::(?P<port>[^:]*))?$")
+
+
+def _invalid(message: str, **context: object) -> PydanticCustomError:
+    """A validation error whose message is ``message`` as it stands (no "Value error, ")."""
+    return PydanticCustomError("invalid_setting", message, context)
 
 
 class Settings(BaseSettings):
@@ -31,7 +42,9 @@ class Settings(BaseSettings):
     store: str = Field("memory://", description="Table store: memory:// or rocksdb://")
     data_dir: Path = Field(Path(".tierstream-data"), description="Worker data directory.")
     policy_file: Path | None = Field(None, description="Policy YAML (default: packaged).")
-    web_port: int = Field(6066, description="Worker HTTP port (metrics, health, queries).")
+    web_port: int = Field(
+        6066, ge=1, le=65535, description="Worker HTTP port (metrics, health, queries)."
+    )
     web_host: str = Field("127.0.0.1", description="Worker HTTP bind address.")
     batch_size: int = Field(
         2000, ge=1, description="Max events handled per agent batch (throughput vs latency)."
@@ -93,6 +106,50 @@ class Settings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer group heartbeat.")
     log_level: str = Field("WARNING", description="Worker log level (DEBUG, INFO, WARNING, ...).")
+    broker_wait_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a starting worker keeps trying to reach the broker before it "
+        "stops with an error (exit 2).",
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str) -> str:
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if not parts:
+            raise _invalid("no broker address given (host:port[,host:port...])")
+        for part in parts:
+            hp = part.removeprefix("kafka://")
+            m = _HOST_PORT.match(hp)
+            port = m.group("port") if m else None
+            if m is None or (port is not None and not (port.isdigit() and 0 < int(port) < 65536)):
+                raise _invalid(
+                    "'{part}' is not host:port (e.g. 127.0.0.1:9092; an IPv6 address in "
+                    "brackets, [::1]:9092; only the kafka:// scheme)",
+                    part=part,
+                )
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in STORES:
+            raise _invalid("'{value}' is not a table store: memory:// or rocksdb://", value=value)
+        return f"{scheme.lower()}://{rest}"
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise _invalid(
+                "'{value}' is not a log level: one of {levels}",
+                value=value,
+                levels=", ".join(LOG_LEVELS),
+            )
+        return level
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical name such as ``purchases``."""

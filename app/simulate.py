@@ -6,8 +6,9 @@ values around a personal mean, and interacts (visits, e-mail opens and clicks, s
 tickets) at rates correlated with buying. Some customers grow (their rate doubles over the
 period), some stop buying at a known time (churners: the time goes to the truth file),
 some send a profile, some purchases are refunded (negative amounts) and some events are
-delivered twice (same ``event_id``). Everything comes from one ``random.Random(seed)``:
-same arguments, same bytes. Output is ordered by event time.
+delivered twice (same ``event_id``). Every customer has at least one event (one with
+nothing else in the period has the visit they joined with). Everything comes from one
+``random.Random(seed)``: same arguments, same bytes. Output is ordered by event time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ REGIONS = ("north", "south", "east", "west", "central")
 SIZES = ("small", "medium", "large", "enterprise")
 CHANNELS = ("web", "app", "store", "phone")
 CATEGORIES = ("electronics", "home", "apparel", "books", "grocery", "sports")
+#: Namespace of the ids of the join visits of customers with no other event.
+_JOIN_IDS = uuid.UUID("6f1c2a4e-0d8b-4b8e-9a57-3c2d1e0f9b11")
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,14 +263,24 @@ def simulate(config: SimulationConfig) -> Simulation:
         for t in _poisson_times(rng, 0.3 / YEAR_DAYS, joined, end):
             docs.append(_interaction(new_id(), cid, t, "support_ticket", "phone"))
 
+        kept = 0
         for doc in docs:
             if doc["occurred_at"] >= end:
                 continue
+            kept += 1
             rows.append((doc["occurred_at"], n, seq, doc))
             seq += 1
             if rng.random() < config.duplicate_rate:
                 rows.append((doc["occurred_at"], n, seq, dict(doc)))
                 seq += 1
+        if not kept:
+            # Nothing drawn for this customer within the period (one who joined and left
+            # at once, or joined at the very end): the visit they joined with, so every
+            # customer asked for is in the stream. Its id is derived, not drawn, so the
+            # other customers' events stay what they were for this seed.
+            event_id = str(uuid.uuid5(_JOIN_IDS, f"{config.seed}:{cid}"))
+            rows.append((joined, n, seq, _interaction(event_id, cid, joined, "visit", channel)))
+            seq += 1
 
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     for t, _, _, doc in rows:

@@ -1,6 +1,6 @@
 """``tierstream demo``: a short real run (own broker, real worker subprocess) that must show
-tier changes, exit 0 and leave no process behind; and a clear failure when the worker
-cannot start."""
+tier changes, exit 0 and leave no process behind; after Ctrl-C a summary that is final
+(the report's counts); and a clear failure when the worker cannot start."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,9 +81,9 @@ def test_demo_shows_tier_changes_and_cleans_up() -> None:
     assert _group_members(broker_pid) == []
 
 
-def _check_report(stdout: str, tier_changes: int) -> None:
+def _check_report(stdout: str, tier_changes: int, customers: int | None = 200) -> None:
     """The report page the demo wrote from the topics it left: every section, the tier
-    changes the live view counted, snapshots of the 200 customers; only it is kept."""
+    changes the summary counted, snapshots of all the customers; only it is kept."""
     m = re.search(r"report written to (\S+) \(([\d,]+) tier changes, ([\d,]+) customer", stdout)
     assert m, stdout
     path = Path(m.group(1))
@@ -94,12 +96,60 @@ def _check_report(stdout: str, tier_changes: int) -> None:
             assert "<svg" in part, section  # the default policy warns of churn too
         assert "Revenue share by tier" in html and 'data-measure="spend_365d"' in html
         assert "policy value-tiers v2" in html
-        assert int(m.group(2).replace(",", "")) >= tier_changes  # (late ones too)
-        assert int(m.group(3).replace(",", "")) == 200
+        # The summary and the report are made from one reading of the topics, after the
+        # worker stopped: the same count.
+        assert int(m.group(2).replace(",", "")) == tier_changes
+        snapshots = int(m.group(3).replace(",", ""))
+        assert snapshots == customers if customers is not None else snapshots > 0
         assert "demo-probe" not in html and "<script" not in html
         assert "http://" not in html and "https://" not in html
     finally:
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def test_demo_summary_after_ctrl_c_is_final(tmp_path: Path) -> None:
+    """Ctrl-C while the stream flows: the worker is stopped before the summary, which
+    counts what the report (read from the output topics) counts, not what the live view
+    had seen at the moment of the Ctrl-C."""
+    out = tmp_path / "demo.out"
+    with out.open("wb") as sink:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "demo", "--duration", "40", "--customers", "300"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    try:
+        deadline = time.monotonic() + 150
+        while "worker is up" not in out.read_text() and time.monotonic() < deadline:
+            assert demo.poll() is None, out.read_text()
+            time.sleep(0.2)
+        assert "worker is up" in out.read_text()
+        # Mid-stream, tier changes flowing: the live view is behind what the worker has
+        # emitted and the worker behind what was sent.
+        while out.read_text().count("tier change ") < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)
+        demo.send_signal(signal.SIGINT)
+        demo.wait(180)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = out.read_text()
+    assert demo.returncode == 0, output
+    assert "stopping early" in output
+    summary = re.search(r"summary: events sent (\d+), tier changes (\d+)", output)
+    simulated = re.search(r"simulated ([\d,]+) events", output)
+    assert summary and simulated, output
+    # interrupted mid-stream, with tier changes to count
+    assert 0 < int(summary.group(1)) < int(simulated.group(1).replace(",", "")), output
+    assert int(summary.group(2)) > 20, output
+    assert output.index("worker stopped (exit code 0)") < output.index("summary: ")
+    _check_report(output, int(summary.group(2)), customers=None)
+    broker_pid, worker_pid = _pids(output)
+    assert not _alive(broker_pid)
+    assert not _alive(worker_pid)
 
 
 def test_demo_fails_clearly_when_the_worker_cannot_start() -> None:

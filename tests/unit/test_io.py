@@ -186,6 +186,96 @@ def test_date_only_timestamps_decode(text: str, expected: int) -> None:
     assert decode_event(doc).occurred_at == expected
 
 
+# --- bytes that are not UTF-8 -------------------------------------------------------------
+
+EVENT = b'{"event_id":"%s","customer_id":"c1","type":"visit","occurred_at":"2024-01-01"}'
+
+
+def test_jsonl_line_with_a_bad_byte_is_malformed_and_the_rest_is_read(tmp_path: Path) -> None:
+    p = tmp_path / "e.jsonl"
+    # \xef\xbb\xbf: a BOM still goes; \xe9 alone (Latin-1 e-acute) and a truncated
+    # 3-byte sequence are not UTF-8.
+    p.write_bytes(
+        b"\xef\xbb\xbf" + EVENT % b"e1" + b"\n" + EVENT % b"caf\xe9" + b"\n"
+        b"\n" + EVENT % b"e\xe2\x82" + b"\n" + EVENT % b"e2" + b"\n" + b"\xff\n"
+    )
+    lines = list(read_events(p))
+    assert [(sl.line, sl.reason) for sl in lines] == [
+        (1, None),
+        (2, "malformed_json"),
+        (4, "malformed_json"),
+        (5, None),
+        (6, "malformed_json"),
+    ]
+    assert [decode_event(d).event_id for d in docs(lines)] == ["e1", "e2"]
+    assert lines[1].detail == "not valid UTF-8: byte 0xE9 at column 17"
+    assert lines[2].detail == "not valid UTF-8: byte 0xE2 at column 15"
+    # raw shows the bytes escaped, and can be written out again (errors-out is JSON).
+    assert lines[1].raw == (EVENT % b"caf\\xe9").decode()
+    assert lines[2].raw.encode() == EVENT % b"e\\xe2\\x82"
+
+
+def test_json_array_element_with_a_bad_byte_is_malformed_the_others_read(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "e.json"
+    # U+E000 (private use), the first stand-in the reader would try, is in a good element.
+    p.write_bytes(
+        b"[\n"
+        + EVENT % "e\ue000".encode()
+        + b",\n"
+        + EVENT % b"x\xff"
+        + b",\n"
+        + EVENT % b"e2"
+        + b"\n]\n"
+    )
+    lines = list(read_events(p))
+    assert [(sl.line, sl.reason) for sl in lines] == [(1, None), (2, "malformed_json"), (3, None)]
+    assert [decode_event(d).event_id for d in docs(lines)] == ["e\ue000", "e2"]
+    assert "\ufffd" in lines[1].raw and "not valid UTF-8" in (lines[1].detail or "")
+
+
+def test_json_array_with_a_bad_byte_outside_strings_names_its_place(tmp_path: Path) -> None:
+    p = tmp_path / "e.json"
+    p.write_bytes(b"\n[\n" + EVENT % b"e1" + b",\n \xff" + EVENT % b"e2" + b"]")
+    (line,) = read_events(p)
+    assert line.reason == "malformed_json"
+    assert line.detail == "not valid UTF-8: byte 0xFF at line 4 column 2; the array was not read"
+
+
+def test_csv_row_with_a_bad_byte_is_invalid_encoding(tmp_path: Path) -> None:
+    p = tmp_path / "e.csv"
+    p.write_bytes(b"customer_id,amount,note\nc1,5,ok\nc2,6,caf\xe9\nc3,7,\n")
+    lines = list(read_events(p))
+    assert [(sl.line, sl.reason) for sl in lines] == [
+        (2, None),
+        (3, "invalid_encoding"),
+        (4, None),
+    ]
+    assert lines[1].detail == "not valid UTF-8: byte 0xE9 in column 3"
+    assert lines[1].raw == "c2,6,caf\\xe9"
+    assert [d["customer_id"] for d in docs(lines)] == ["c1", "c3"]
+    ws = tmp_path / "w.txt"
+    ws.write_bytes(b"c1 2024-01-01 5\nc\x802 2024-01-02 6\n")
+    mapping = parse_map("customer_id=1,occurred_at=2,amount=3")
+    lines = list(read_events(ws, fmt="csv", delimiter="whitespace", header=False, mapping=mapping))
+    assert [(sl.line, sl.reason) for sl in lines] == [(1, None), (2, "invalid_encoding")]
+
+
+def test_csv_header_with_a_bad_byte_stops_the_read(tmp_path: Path) -> None:
+    p = tmp_path / "e.csv"
+    p.write_bytes(b"customer_id,am\xf6unt\nc1,5\n")
+    with pytest.raises(InputError, match=r"e.csv line 1: the header is not valid UTF-8: byte 0xF6"):
+        read_events(p)
+
+
+def test_csv_field_over_the_csv_module_limit_is_a_bad_row(tmp_path: Path) -> None:
+    p = write(tmp_path, "e.csv", "customer_id,note\nc1," + "x" * 200_000 + "\nc2,ok\n")
+    lines = list(read_events(p))
+    assert [(sl.line, sl.reason) for sl in lines] == [(2, "bad_row"), (3, None)]
+    assert "field larger than field limit" in (lines[0].detail or "")
+
+
 # --- errors -----------------------------------------------------------------------------
 
 

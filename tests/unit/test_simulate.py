@@ -123,3 +123,21 @@ def test_cli_writes_stream_and_truth(tmp_path: Path) -> None:
         "mean_order_value",
         "grows",
     }
+
+
+@pytest.mark.parametrize(
+    ("customers", "days", "seed"),
+    [(500, 365, 1), (2000, 365, 1), (50, 1, 3), (7, 2, 5), (1, 1, 1)],
+)
+def test_cli_gives_exactly_the_customers_asked_for(
+    tmp_path: Path, customers: int, days: int, seed: int
+) -> None:
+    """Every simulated customer is in the stream: also those who join and churn at once
+    or join at the very end (they get the visit they joined with)."""
+    out, truth = tmp_path / "events.jsonl", tmp_path / "truth.jsonl"
+    args = ["simulate", "--customers", str(customers), "--days", str(days), "--seed", str(seed)]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), "--truth-out", str(truth)])
+    assert result.exit_code == 0, result.output
+    in_stream = {orjson.loads(x)["customer_id"] for x in out.read_bytes().splitlines()}
+    assert len(in_stream) == customers
+    assert in_stream == {orjson.loads(x)["customer_id"] for x in truth.read_bytes().splitlines()}
