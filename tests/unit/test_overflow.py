@@ -159,7 +159,7 @@ def test_events_at_the_bounds_never_overflow(path: Path | None) -> None:
             spent.setdefault(e.customer_id, []).append(e.amount)
         if n % 97 == 0:  # the worker's timer, a flush and a restart from the changelog
             for cid, st in list(states.items()):
-                outputs.extend(tick(st, clock - 1, policy).outputs)
+                outputs.extend(tick(st, clock, policy).outputs)
                 _check_state(st, clock, policy)
                 states[cid] = state_from_dict(orjson.loads(orjson.dumps(state_to_dict(st))))
     end = clock + 3 * 365 * DAY  # years of silence: churn, lifecycle, windows emptying
