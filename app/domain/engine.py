@@ -46,13 +46,13 @@ from app.domain.events import Event
 from app.domain.outputs import (
     ChurnCleared,
     ChurnWarning,
-    Direction,
     LifecycleChange,
     Output,
     TierChange,
     Trigger,
     UpgradeCandidate,
     output_id,
+    tier_direction,
 )
 from app.domain.policy import Policy, Tier
 from app.domain.state import (
@@ -440,11 +440,7 @@ def _tier_change(
     deciding = dict(decision.features)
     reasons = [*decision.reasons, *notes]
     reasons.extend(policy.explain_features(features, deciding))
-    direction: Direction
-    if previous is None:
-        direction = "new"
-    else:
-        direction = "up" if policy.rank(tier.name) < policy.rank(previous) else "down"
+    direction = tier_direction([t.name for t in policy.tiers], previous, tier.name)
     score = features.get("score") if policy.scorecard is not None else None
     return TierChange(
         id=output_id(state.customer_id, "tier_change", cause, previous or "", tier.name),
