@@ -391,9 +391,11 @@ class CustomerBatch:
         dirty = self._dirty
         share = None if limit is None else max(1, limit // max(1, len(clocks)))
         for partition, clock in clocks.items():
-            # Strictly before the clock: more events of that very millisecond may follow,
-            # and a customer's own event covers a due time equal to its time (engine.step).
-            now = clock - 1
+            # Up to and including the clock: at an instant, time passes before its events
+            # (app.domain.engine, "Due times and the clock"). An event of that very
+            # millisecond arriving later finds the due time run, as engine.step would have
+            # run it first, so the order does not matter; classify does the same.
+            now = clock
             due = self.due.pop_due(partition, now, share)
             if share is not None and len(due) == share:
                 out.more_due = True

@@ -135,8 +135,9 @@ def classify_lines(
 
 
 def advance_to(result: ReplayResult, as_of: int, policy: Policy) -> None:
-    """Run every customer's due re-evaluations up to ``as_of`` (time passing without
-    events, as the worker's timer does) and add what they emit to the outputs."""
+    """Run every customer's due re-evaluations up to and including ``as_of`` (time passing
+    without events, as the worker's timer does when its partition clock reads ``as_of``;
+    the rule is in :mod:`app.domain.engine`) and add what they emit to the outputs."""
     for state in result.states.values():
         result.outputs.extend(advance(state, as_of, policy))
 

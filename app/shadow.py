@@ -15,19 +15,18 @@ The result, a :class:`PolicyDiff`, is mergeable: workers can each diff the custo
 their own partitions and a coordinator adds the diffs up (:meth:`PolicyDiff.merge`); it
 travels as JSON (:meth:`PolicyDiff.to_dict` / :meth:`PolicyDiff.from_dict`).
 
-Up and down
------------
-The two policies may name their tiers differently. A move is compared like this
-(:meth:`PolicyDiff.movement`):
+Up, down and reassigned
+-----------------------
+The two policies may name their tiers differently. A move is compared exactly as the
+tier change the new policy would emit for it says (:meth:`PolicyDiff.movement`, with
+:func:`app.domain.outputs.tier_direction`, the function the engine uses):
 
 * the same name on both sides: unchanged (``same``);
 * the current tier's name is also a tier of the new policy: by the places of the two names
   in the new policy (best first), ``up`` or ``down``;
-* otherwise (a renamed or removed tier): by *relative rank position*, ``rank / (tiers - 1)``
-  in each policy, 0 for the best tier and 1 for the catch-all: a smaller position is
-  ``up``, a larger one ``down`` and an equal one ``level`` (a rename: still a tier change,
-  which the new policy would emit, but neither up nor down). A tier the current policy does
-  not have (a customer last evaluated under another policy) ranks below every tier.
+* otherwise (a renamed or removed tier, or one of another policy): ``reassigned``, neither
+  up nor down: the customer moves to another scheme, not along one ladder;
+* a customer without a tier (never evaluated): ``new``.
 """
 
 from __future__ import annotations
@@ -36,17 +35,18 @@ import math
 from bisect import insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Literal
 
 from app.domain.conditions import all_hold, first_failed
 from app.domain.events import Event
+from app.domain.outputs import Direction, tier_direction
 from app.domain.policy import Policy
 from app.domain.state import CustomerState
 from schemas.codec import iso
 
 __all__ = [
     "FORMAT",
+    "MOVES",
     "NO_TIER",
     "Example",
     "Movement",
@@ -60,7 +60,11 @@ FORMAT = 1
 #: The current tier of a customer that has none (never evaluated).
 NO_TIER = "-"
 
-Movement = Literal["same", "up", "down", "level"]
+#: How a move compares: ``same`` (no change) or the direction of the tier change the new
+#: policy would emit for it.
+Movement = Literal["same"] | Direction
+#: The keys of :meth:`PolicyDiff.moves`.
+MOVES: tuple[str, ...] = ("changed", "up", "down", "reassigned", "new")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,30 +188,18 @@ class PolicyDiff:
             out[t] += n
         return out
 
-    def _position(self, tiers: tuple[str, ...], name: str) -> Fraction:
-        if name not in tiers:
-            return Fraction(2)  # below every tier
-        if len(tiers) == 1:
-            return Fraction(0)
-        return Fraction(tiers.index(name), len(tiers) - 1)
-
     def movement(self, old_tier: str, new_tier: str) -> Movement:
-        """How a move from ``old_tier`` to ``new_tier`` compares (see the module doc)."""
+        """How a move from ``old_tier`` to ``new_tier`` compares (see the module doc): the
+        direction of the tier change the new policy would emit for it."""
         if old_tier == new_tier:
             return "same"
-        if old_tier in self.new_tiers and new_tier in self.new_tiers:
-            better = self.new_tiers.index(new_tier) < self.new_tiers.index(old_tier)
-            return "up" if better else "down"
-        before = self._position(self.old_tiers, old_tier)
-        after = self._position(self.new_tiers, new_tier)
-        if after < before:
-            return "up"
-        return "down" if after > before else "level"
+        return tier_direction(self.new_tiers, None if old_tier == NO_TIER else old_tier, new_tier)
 
     def moves(self) -> dict[str, int]:
         """``changed`` (customers whose tier name would change), of which ``up``,
-        ``down`` and ``level`` (another name at the same relative rank)."""
-        out = {"changed": 0, "up": 0, "down": 0, "level": 0}
+        ``down``, ``reassigned`` (from a tier the new policy does not have) and ``new``
+        (from no tier)."""
+        out = dict.fromkeys(MOVES, 0)
         for (o, t), n in self.counts.items():
             m = self.movement(o, t)
             if m != "same":

@@ -31,18 +31,17 @@ DIFF_HELP = """Shadow evaluation: how many customers would move from which tier 
 
     Prints the transition matrix (rows: current tiers in the current policy's order;
     columns: new tiers in the new policy's order; unchanged cells dimmed, moves up green,
-    down red; totals are the customers per tier before and after), the line "N of M
-    customers (x %) would change tier: u up, d down", and up to --examples customers per
-    moving cell (the smallest customer ids) with the new policy's reasons and why they are
-    in their current tier. --json prints the same as one JSON object instead.
+    down red, reassigned yellow; totals are the customers per tier before and after), the
+    line "N of M customers (x %) would change tier: u up, d down, r reassigned", and up to
+    --examples customers per moving cell (the smallest customer ids) with the new policy's
+    reasons and why they are in their current tier. --json prints the same as one JSON
+    object instead.
 
-    Up and down: when a customer's current tier name is also a tier of the new policy, the
-    two tiers' places in the new policy compare. Otherwise (a renamed or removed tier) the
-    relative rank positions compare: position / (number of tiers - 1), 0 for the best tier
-    and 1 for the catch-all. With A B C D against Gold Silver Bronze, A and Gold are level
-    (so are D and Bronze), B (1/3) to Silver (1/2) is down, C (2/3) to Silver is up. A move
-    to another name at the same level still counts as a change (the new policy would emit a
-    tier change for it), but neither up nor down.
+    Up, down and reassigned, exactly as the tier changes the new policy would emit say:
+    when a customer's current tier name is also a tier of the new policy, the two tiers'
+    places in the new policy compare (up or down). Otherwise (a renamed or removed tier,
+    e.g. A B C D against Gold Silver Bronze) the move is "reassigned": a change of scheme,
+    neither up nor down.
 
     Invalid lines are reported on stderr and skipped. Exit code 0; 2 when a policy or the
     event file cannot be read.
@@ -196,7 +195,7 @@ def render_diff(diff: PolicyDiff, console: Console, source: str | None = None) -
     for c in columns:
         table.add_column(Text(c), justify="right")
     table.add_column("total", justify="right")
-    styles = {"same": "dim", "level": "dim", "up": "green", "down": "red"}
+    styles = {"same": "dim", "up": "green", "down": "red", "reassigned": "yellow", "new": ""}
     for r in rows:
         cells: list[Text] = []
         for c in columns:
@@ -213,8 +212,10 @@ def render_diff(diff: PolicyDiff, console: Console, source: str | None = None) -
         f"{moves['changed']:,} of {total:,} customers{share} would change tier: "
         f"{moves['up']:,} up, {moves['down']:,} down"
     )
-    if moves["level"]:
-        summary += f", {moves['level']:,} to another tier at the same level"
+    if moves["reassigned"]:
+        summary += f", {moves['reassigned']:,} reassigned (from a tier the new policy lacks)"
+    if moves["new"]:
+        summary += f", {moves['new']:,} new (no tier yet)"
     console.print(summary, markup=False, highlight=False)
     notes: list[str] = []
     if diff.old_policy == diff.new_policy:

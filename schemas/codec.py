@@ -32,8 +32,15 @@ MIN_TIMESTAMP_MS = 631_152_000_000
 MAX_TIMESTAMP_MS = 4_102_444_800_000
 #: Longest accepted ``event_id`` / ``customer_id`` (characters): ids live in state.
 MAX_ID_LENGTH = 256
-#: Largest accepted ``abs(amount)``: sums of amounts must stay finite in state.
-MAX_AMOUNT = 1e15
+#: Largest accepted absolute value of every number an event carries: ``amount``,
+#: ``margin``, ``quantity`` and numeric profile ``attributes`` (integers too). It keeps
+#: every aggregate finite: a customer's sums (windows, lifetime totals, RFM, value at risk)
+#: add at most one such value per event, so even 10**12 events at the bound stay below
+#: 1e27, far from the float limit (1.8e308) that ``math.fsum`` and JSON (no infinity)
+#: need. Below 2**53 (9.007e15), so an integral value is exact as a float as well.
+MAX_NUMBER = 1e15
+#: The bound of ``amount`` (kept as a name: it is older than :data:`MAX_NUMBER`).
+MAX_AMOUNT = MAX_NUMBER
 
 #: CloudEvents ``type`` of each output kind; versioned, never renamed in place.
 EVENT_TYPES = {
@@ -62,7 +69,8 @@ REASONS: dict[str, str] = {
     "wrong_type": "a field has the wrong JSON type (e.g. amount is a string)",
     "invalid_value": (
         "a field has the right type but a forbidden value: an empty or over-long id, a "
-        "non-finite number, an amount beyond +-1e15, a refund with a positive amount"
+        "non-finite number, a number (amount, margin, quantity, a numeric attribute) beyond "
+        "+-1e15, a refund with a positive amount"
     ),
     "invalid_timestamp": (
         "occurred_at is a string but not one of the accepted ISO-8601 forms, or not a "
@@ -136,7 +144,8 @@ def parse_timestamp(value: Any, field: str = "occurred_at") -> int:
     if not MIN_TIMESTAMP_MS <= ms < MAX_TIMESTAMP_MS:
         raise InvalidEvent(
             "timestamp_out_of_range",
-            f"{field}={value!r} is outside 1990-01-01..2100-01-01 (epoch seconds instead of ms?)",
+            f"{field}={_short(value)} is outside 1990-01-01..2100-01-01 "
+            "(epoch seconds instead of ms?)",
         )
     return ms
 
@@ -170,6 +179,25 @@ def _require_str(doc: Mapping[str, Any], name: str, max_length: int | None = Non
     return value
 
 
+def _short(value: Any) -> str:
+    """``repr`` of a value for an error detail, cut to 40 characters (a 400-digit integer
+    from a CSV cell must not fill the dead-letter header)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _check_number(value: int | float, name: str) -> None:
+    """Reject a number beyond +-:data:`MAX_NUMBER` (non-finite ones too). The comparison
+    comes first: ``math.isfinite`` and ``float`` raise OverflowError on an integer beyond
+    the float range (a Python mapping or a CSV cell can hold one; JSON bytes cannot, orjson
+    reads integers beyond 64 bits as floats)."""
+    if -MAX_NUMBER <= value <= MAX_NUMBER:  # False for NaN
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidEvent("invalid_value", f"{name} must be a finite number")
+    raise InvalidEvent("invalid_value", f"{name} {_short(value)} is beyond +-{MAX_NUMBER:g}")
+
+
 def _number(doc: Mapping[str, Any], name: str, required: bool) -> float | None:
     value = doc.get(name)
     if value is None:
@@ -178,8 +206,7 @@ def _number(doc: Mapping[str, Any], name: str, required: bool) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidEvent("wrong_type", f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise InvalidEvent("invalid_value", f"{name} must be a finite number")
+    _check_number(value, name)
     return float(value)
 
 
@@ -233,8 +260,6 @@ def decode_event(
         )
     if kind == "purchase":
         amount = _number(doc, "amount", required=True) or 0.0
-        if abs(amount) > MAX_AMOUNT:
-            raise InvalidEvent("invalid_value", f"amount {amount!r} is beyond +-{MAX_AMOUNT:g}")
         if typ == "refund" and amount > 0:
             raise InvalidEvent(
                 "invalid_value", "a refund's amount must be <= 0 (refunds are negative purchases)"
@@ -268,8 +293,8 @@ def _attributes(value: Any) -> dict[str, AttributeValue]:
     for k, v in value.items():
         if v is not None and not isinstance(v, str | int | float | bool):
             raise InvalidEvent("wrong_type", f"attributes.{k} must be a scalar")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise InvalidEvent("invalid_value", f"attributes.{k} must be a finite number")
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            _check_number(v, f"attributes.{k}")
     return dict(value)
 
 

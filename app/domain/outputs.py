@@ -13,7 +13,7 @@ output, and it gets a different id instead of being mistaken for a repeat.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,10 +22,39 @@ from app.domain.state import CustomerState
 
 _NAMESPACE = uuid.UUID("6f0e8d55-3c1a-4d53-9a57-2f1f7f0c9d10")
 
-Direction = Literal["new", "up", "down"]
+#: How a tier change compares (:func:`tier_direction`).
+Direction = Literal["new", "up", "down", "reassigned"]
 #: What made the core evaluate: an input event, time passing (a due time), a new policy
 #: version, or new population cut-offs.
 Trigger = Literal["event", "time", "policy_changed", "cutoffs_changed"]
+
+
+def tier_direction(tiers: Sequence[str], from_tier: str | None, to_tier: str) -> Direction:
+    """How a move from ``from_tier`` to ``to_tier`` compares under the policy that decides
+    it (``tiers``: its tier names, best first). The tier changes the core emits and
+    ``policy diff`` (:mod:`app.shadow`) both use this.
+
+    - ``new``: the customer had no tier (``from_tier`` None);
+    - ``up`` / ``down``: both names are tiers of the policy, by their places in it;
+    - ``reassigned``: ``from_tier`` is not a tier of the policy (a policy change renamed or
+      removed it). There is no ladder across two policies: the old tier's place in the old
+      policy is not known here (the state keeps the name, and the old policy may be gone,
+      several versions back), and a position such as "first of four" against "first of
+      three" compares schemes that may not rank alike (value tiers against RFM segments),
+      so a consumer acting on up and down (an upgrade or downgrade notice) would act on a
+      guess. ``reassigned`` says "another scheme": compare ``service_level`` if needed.
+
+    >>> tiers = ("A", "B", "C", "D")
+    >>> [tier_direction(tiers, f, t) for f, t in ((None, "D"), ("C", "B"), ("B", "D"))]
+    ['new', 'up', 'down']
+    >>> tier_direction(("vip", "regular", "prospect"), "A", "regular")
+    'reassigned'
+    """
+    if from_tier is None:
+        return "new"
+    if from_tier not in tiers:
+        return "reassigned"
+    return "up" if tiers.index(to_tier) < tiers.index(from_tier) else "down"
 
 
 def output_id(customer_id: str, kind: str, cause: str, *says: str) -> str:

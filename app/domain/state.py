@@ -25,6 +25,18 @@ replay therefore agree bit for bit, and both equal a from-scratch ``math.fsum``.
 >>> exact_add(s.windows.spend[0], 0.1); exact_add(s.windows.spend[0], 0.2)
 >>> exact_add(s.windows.spend[0], -0.1); math.fsum(s.windows.spend[0])
 0.2
+
+Overflow
+--------
+Every sum here (buckets, windows, lifetime totals, RFM spend) adds one event's number per
+event, and the decoder bounds each to +-1e15 (``schemas.codec.MAX_NUMBER``): even 10**12
+events at the bound stay below 1e27, far from the float limit (1.8e308), so no sum, no
+``math.fsum`` over them and nothing derived from them (averages, RFM, value at risk, the
+snapshot) can become infinite or raise, and the changelog (JSON has no infinity) never
+meets one. (Features that are infinite by definition, such as growth from nothing, and a
+policy's own arithmetic, such as a division by a tiny attribute, may be: outputs carry
+them as null.) The core adds no check per event for it; ``tests/unit/test_overflow.py``
+runs thousands of events at the bounds through every example policy.
 """
 
 from __future__ import annotations

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
-import orjson
+from typing import Any
 
-from app.batching import CustomerBatch, decode_state
+import orjson
+import pytest
+
+from app.batching import INPUT_KINDS, CustomerBatch, decode_state
+from app.classify import classify_events
 from app.domain.engine import advance
 from app.domain.policy import Policy
 from app.domain.state import CustomerState, state_to_dict
 from app.timers import DueIndex, ReadProgress, partition_clocks, peek_next_due
+from schemas import OUTPUT_TOPICS, decode_event
 from tests.agents.test_batching import DAY, T0, Store, batch, doc, policy, records
 
 __all__ = ["policy"]  # the fixture
@@ -112,3 +117,65 @@ def test_tick_works_off_a_backlog_in_bounded_steps(policy: Policy) -> None:
     assert (first.ticked, first.more_due) == (2, True)
     second = b.tick({0: now}, load, limit=2)
     assert (second.ticked, second.more_due) == (1, False)
+
+
+# --- a due time at exactly the partition clock (issue 13, point 5) -------------------------
+# c1's purchase of day 0 leaves the 90-day window at midnight of day 90 (tier C -> D, stage
+# at risk, a churn warning): due at exactly T. The partition clock reaches T with an event
+# of T: a closing event of another customer, or c1's own. Whatever the batches and wherever
+# the timer runs, the worker ends with what classify advanced to T gives.
+DUE = T0 + 90 * DAY
+HISTORY = [("purchases", doc("c1", 0)), ("purchases", doc("c2", 0))]
+CLOSING = ("interactions", doc("c3", 90, "interaction"))
+OWN = ("purchases", doc("c1", 90))
+
+#: case -> the batches after the history; None marks a timer run at the partition clock
+SPLITS: dict[str, list[list[tuple[str, dict[str, Any]]] | None]] = {
+    "closing event, then the timer": [[CLOSING], None],
+    "own event of T after the timer": [[CLOSING], None, [OWN], None],
+    "own event of T before the timer": [[CLOSING, OWN], None],
+    "own event of T only": [[OWN], None],
+    "everything in one batch": [[OWN, CLOSING], None],
+}
+
+
+def _by_customer(outcomes: list[Any]) -> dict[tuple[str, str], list[str]]:
+    got: dict[tuple[str, str], list[str]] = {}
+    for outcome in outcomes:
+        for topic, recs in outcome.outputs.items():
+            for r in recs:
+                got.setdefault((r.key.decode(), topic), []).append(orjson.loads(r.value)["id"])
+    return got
+
+
+@pytest.mark.parametrize("case", SPLITS)
+def test_tick_at_the_clock_runs_what_is_due_exactly_then_as_classify_does(
+    case: str, policy: Policy
+) -> None:
+    b: CustomerBatch = batch(policy)
+    store = Store()
+    outcomes = [b.process(records(HISTORY), store.load)]
+    store.flush(b)
+    sent = list(HISTORY)
+    offset = len(HISTORY)
+    for step_ in SPLITS[case]:
+        if step_ is None:  # the timer, at the partition clock the events brought
+            assert b.partition_clocks[0] == DUE
+            outcomes.append(b.tick(dict(b.partition_clocks), lambda k, p: store.data.get(k)))
+        else:
+            recs = [r._replace(offset=r.offset + offset) for r in records(step_)]
+            outcomes.append(b.process(recs, store.load))
+            sent += step_
+            offset += len(step_)
+    store.flush(b)
+
+    events = [decode_event(orjson.dumps(d), kind=INPUT_KINDS[t]) for t, d in sent]
+    want, at, _ = classify_events(events, policy)
+    assert at == DUE
+    expected: dict[tuple[str, str], list[str]] = {}
+    for o in want.outputs:
+        expected.setdefault((o.customer_id, OUTPUT_TOPICS[o.kind]), []).append(o.id)
+    assert _by_customer(outcomes) == expected
+    assert any(o.customer_id == "c1" and o.cause == f"due@{DUE}" for o in want.outputs)
+    for cid, st in want.states.items():
+        assert state_to_dict(decode_state(store.data[cid.encode()])) == state_to_dict(st), cid

@@ -148,8 +148,8 @@ def expected(
 ) -> Expected:
     """Replay, then advance every customer (the timer path): to the latest event time of
     the file (what ``classify`` does), or with ``partition_of`` (customer -> partition) to
-    just before the latest event time of the customer's partition (the worker's timer runs
-    what is due strictly before its partition clock, in ``event`` clock mode)."""
+    the latest event time of the customer's partition (the worker's timer runs what is due
+    up to and including its partition clock, in ``event`` clock mode)."""
     events = [decode(d) for d in docs]
     result = replay(sorted(events, key=sort_key), policy)
     until: dict[str, int] = {}
@@ -160,7 +160,7 @@ def expected(
         for e in events:
             p = partition_of[e.customer_id]
             latest[p] = max(latest[p], e.occurred_at)
-        until = {cid: latest[partition_of[cid]] - 1 for cid in result.states}
+        until = {cid: latest[partition_of[cid]] for cid in result.states}
     for cid, state in result.states.items():
         result.outputs.extend(advance(state, until[cid], policy))
     result.outputs.sort(key=lambda o: o.at)

@@ -142,6 +142,101 @@ def test_non_finite_numbers_from_python_mappings() -> None:
     assert err.value.reason == "invalid_value"
 
 
+# Integers beyond the float range reach the decoder from Python mappings and CSV cells
+# (``int(text)``); JSON bytes cannot carry them (orjson reads an integer beyond 64 bits as a
+# float, and a float literal beyond the range is malformed JSON).
+HUGE = 10**400
+
+
+def _short_id(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:8]}...({len(text)} chars)"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("amount", HUGE, "invalid_value"),
+        ("amount", -HUGE, "invalid_value"),
+        ("margin", HUGE, "invalid_value"),
+        ("margin", 1e308, "invalid_value"),
+        ("margin", float("nan"), "invalid_value"),
+        ("margin", float("-inf"), "invalid_value"),
+        ("quantity", 10**30, "invalid_value"),
+        ("quantity", HUGE, "invalid_value"),
+        ("occurred_at", 10**30, "timestamp_out_of_range"),
+        ("occurred_at", -HUGE, "timestamp_out_of_range"),
+        ("occurred_at", 1e300, "timestamp_out_of_range"),
+    ],
+    ids=_short_id,
+)
+def test_numbers_beyond_the_bound_are_rejected_never_raised(
+    field: str, value: Any, reason: str
+) -> None:
+    raw = {"event_id": "e", "customer_id": "c", "type": "purchase", "occurred_at": T, "amount": 1}
+    with pytest.raises(InvalidEvent) as err:
+        decode_event({**raw, field: value}, kind="purchase")
+    assert err.value.reason == reason
+    assert field in err.value.detail and len(err.value.detail) < 200  # no 400-digit echo
+
+
+@pytest.mark.parametrize(
+    "value", [HUGE, -(10**20), 1e16, float("inf"), float("nan")], ids=_short_id
+)
+def test_numeric_attributes_are_bounded(value: Any) -> None:
+    raw = {"event_id": "e", "customer_id": "c", "type": "profile", "occurred_at": T}
+    with pytest.raises(InvalidEvent) as err:
+        decode_event({**raw, "attributes": {"ok": 1e15, "size": value}}, kind="profile")
+    assert err.value.reason == "invalid_value"
+    assert "attributes.size" in err.value.detail
+
+
+def test_csv_cell_with_a_huge_integer_is_an_invalid_value() -> None:
+    from app.io import parse_cell
+
+    cell = parse_cell("quantity", "1" + "0" * 400)
+    assert cell == HUGE  # the CSV reader keeps it an exact int
+    raw = {"event_id": "e", "customer_id": "c", "type": "purchase", "occurred_at": T}
+    with pytest.raises(InvalidEvent) as err:
+        decode_event({**raw, "amount": 1, "quantity": cell}, kind="purchase")
+    assert err.value.reason == "invalid_value"
+
+
+@pytest.mark.parametrize(
+    ("number", "reason"),
+    [
+        (b"NaN", "malformed_json"),
+        (b"Infinity", "malformed_json"),
+        (b"-Infinity", "malformed_json"),
+        (b"1e400", "malformed_json"),  # orjson: "number is infinity when parsed as double"
+        (b"-1e309", "malformed_json"),
+        (b"1" + b"0" * 30, "invalid_value"),  # beyond 64 bits: read as the float 1e30
+        (b"18446744073709551615", "invalid_value"),  # 2**64 - 1, an int
+        (b"1e308", "invalid_value"),
+        (b"1000000000000000", None),  # 1e15 itself is allowed
+    ],
+    ids=_short_id,
+)
+def test_numbers_in_json_bytes(number: bytes, reason: str | None) -> None:
+    head = b'{"event_id": "e", "customer_id": "c", "type": "purchase", "occurred_at": 1714557600000'
+    for field in (b"amount", b"margin", b"quantity"):
+        amount = b"" if field == b"amount" else b', "amount": 1'
+        raw = head + amount + b', "' + field + b'": ' + number + b"}"
+        if reason is None:
+            assert decode_event(raw, kind="purchase") is not None
+            continue
+        with pytest.raises(InvalidEvent) as err:
+            decode_event(raw, kind="purchase")
+        assert err.value.reason == reason, raw
+
+
+def test_timestamps_in_json_bytes_beyond_64_bits() -> None:
+    raw = b'{"event_id": "e", "customer_id": "c", "type": "visit", "occurred_at": 1' + b"0" * 30
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(raw + b"}", kind="interaction")
+    assert err.value.reason == "timestamp_out_of_range"
+
+
 def _change(**kw: Any) -> TierChange:
     base: dict[str, Any] = {
         "id": "4a2f0e1c-0000-5000-8000-000000000000",

@@ -159,6 +159,19 @@ CASES: list[tuple[EventKind, Any, str | None]] = [
     ("purchase", doc(PURCHASE, amount=-1e15), None),
     ("purchase", doc(PURCHASE, amount=1.0000000000000002e15), "invalid_value"),
     ("purchase", doc(PURCHASE, amount=-(10**16)), "invalid_value"),
+    # every other number has the same bound (sums of margins once overflowed the snapshot)
+    ("purchase", doc(PURCHASE, margin=1e15, quantity=-1e15), None),
+    ("purchase", doc(PURCHASE, margin=-(10**15), quantity=10**15), None),
+    ("purchase", doc(PURCHASE, margin=1e308), "invalid_value"),
+    ("purchase", doc(PURCHASE, margin=-1.0000000000000002e15), "invalid_value"),
+    ("purchase", doc(PURCHASE, quantity=10**16), "invalid_value"),
+    ("purchase", doc(PURCHASE, quantity=2**64 - 1), "invalid_value"),
+    ("purchase", doc(PURCHASE, quantity=-1e300), "invalid_value"),
+    ("profile", doc(PROFILE, attributes={"employees": 10**15, "x": -1e15, "y": 0.5}), None),
+    ("profile", doc(PROFILE, attributes={"employees": 10**15 + 1}), "invalid_value"),
+    ("profile", doc(PROFILE, attributes={"revenue": 1e308}), "invalid_value"),
+    ("profile", doc(PROFILE, attributes={"code": -(2**63)}), "invalid_value"),
+    ("profile", doc(PROFILE, attributes={"code": "12345678901234567890"}), None),
     # invalid: timestamps
     ("purchase", doc(PURCHASE, occurred_at="yesterday"), "invalid_timestamp"),
     (
@@ -211,6 +224,22 @@ def test_pattern_in_the_schemas_is_the_decoders() -> None:
         assert ts[1]["pattern"] == schemas.ISO_TIMESTAMP_PATTERN
         assert ts[0]["minimum"] == schemas.codec.MIN_TIMESTAMP_MS
         assert ts[0]["exclusiveMaximum"] == schemas.codec.MAX_TIMESTAMP_MS
+
+
+def test_number_bounds_in_the_schemas_are_the_decoders() -> None:
+    bound = schemas.codec.MAX_NUMBER
+    purchase = load_schema("purchase")
+    for name in ("amount",):
+        assert (
+            purchase["properties"][name]["maximum"]
+            == bound
+            == -purchase["properties"][name]["minimum"]
+        )
+    for kind in ("purchase", "interaction", "profile"):
+        number = load_schema(kind)["$defs"]["optional_number"]
+        assert number["maximum"] == bound == -number["minimum"]
+    attrs = load_schema("profile")["properties"]["attributes"]["additionalProperties"]
+    assert attrs["maximum"] == bound == -attrs["minimum"]
 
 
 def test_schemas_are_valid_2020_12_documents_shipped_as_package_data() -> None:

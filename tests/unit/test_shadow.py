@@ -19,7 +19,7 @@ from app.cli import cli
 from app.domain.policy import Policy, policy_from_dict
 from app.domain.replay import replay
 from app.domain.state import CustomerState, state_to_dict
-from app.shadow import Example, PolicyDiff, diff_events, diff_states
+from app.shadow import NO_TIER, Example, PolicyDiff, diff_events, diff_states
 from app.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event
 from tests.builders import DAY, at, interaction, purchase, refund
@@ -73,7 +73,7 @@ def test_matrix_by_hand() -> None:
         ("C", "C"): 1,
     }
     assert diff.customers == 6
-    assert diff.moves() == {"changed": 3, "up": 1, "down": 2, "level": 0}
+    assert diff.moves() == {"changed": 3, "up": 1, "down": 2, "reassigned": 0, "new": 0}
     assert diff.before() == {"A": 3, "B": 1, "C": 2}
     assert diff.after() == {"A": 1, "B": 4, "C": 1}
     assert (diff.held, diff.other_policy) == (0, 0)
@@ -201,13 +201,13 @@ def test_json_round_trip() -> None:
     assert Example.from_dict(c0.to_dict()) == c0
 
 
-def test_renamed_tiers_compare_by_relative_rank() -> None:
+def test_renamed_tiers_are_reassigned() -> None:
     states = population()
     metals = policy("m", 1000, 300, ("Gold", "Silver", "Bronze"))
     diff = diff_states(states.values(), OLD, metals)
     # Same thresholds, other names: every customer changes name, nobody up or down.
     assert diff.counts == {("A", "Gold"): 3, ("B", "Silver"): 1, ("C", "Bronze"): 2}
-    assert diff.moves() == {"changed": 6, "up": 0, "down": 0, "level": 6}
+    assert diff.moves() == {"changed": 6, "up": 0, "down": 0, "reassigned": 6, "new": 0}
     two = policy_from_dict(
         {
             "name": "two",
@@ -216,21 +216,19 @@ def test_renamed_tiers_compare_by_relative_rank() -> None:
         }
     )
     diff = diff_states(states.values(), OLD, two)
-    # A (0) -> Top (0) level; B (1/2) -> Top (0) up; C (1) -> Rest (1) level.
     assert diff.counts == {("A", "Top"): 3, ("B", "Top"): 1, ("C", "Rest"): 2}
-    assert diff.moves() == {"changed": 6, "up": 1, "down": 0, "level": 5}
+    assert diff.moves() == {"changed": 6, "up": 0, "down": 0, "reassigned": 6, "new": 0}
     # A name both policies have compares by its place in the new policy.
     d = PolicyDiff("o@1", "n@1", ("A", "B", "C", "D"), ("P", "A", "B", "D"))
     assert [d.movement("A", t) for t in ("P", "A", "B", "D")] == ["up", "same", "down", "down"]
-    # Otherwise by relative position: C (2/3) against P (0), A (1/3), B (2/3), D (1).
-    assert [d.movement("C", t) for t in ("P", "A", "B", "D")] == ["up", "up", "level", "down"]
+    # A name the new policy does not have: reassigned, whatever the new tier.
+    assert {d.movement("C", t) for t in ("P", "A", "B", "D")} == {"reassigned"}
     d = PolicyDiff("o@1", "n@1", ("A", "B", "C", "D"), ("Gold", "Silver", "Bronze"))
-    assert [d.movement(o, "Silver") for o in ("A", "B", "C", "D")] == [
-        "down", "down", "up", "up"
-    ]  # fmt: skip
-    assert d.movement("A", "Gold") == d.movement("D", "Bronze") == "level"
-    # A tier the current policy does not have ranks below every tier.
-    assert d.movement("X", "Bronze") == "up"
+    assert {d.movement(o, t) for o in "ABCD" for t in ("Gold", "Silver", "Bronze")} == {
+        "reassigned"
+    }
+    assert d.movement("X", "Bronze") == "reassigned"  # a tier of another policy
+    assert d.movement(NO_TIER, "Bronze") == "new"  # never evaluated
 
 
 def test_hysteresis_held_customers_are_decided_afresh() -> None:
@@ -361,7 +359,7 @@ def test_command_prints_the_matrix_summary_and_examples(files: dict[str, Path]) 
          "--events", str(files["events"]), "--policy", str(files["old"]), "--examples", "0"]
     )  # fmt: skip
     assert code == 0, output
-    assert "6 of 6 customers (100.0 %) would change tier: 0 up, 0 down, 6 to another" in output
+    assert "6 of 6 customers (100.0 %) would change tier: 0 up, 0 down, 6 reassigned" in output
     assert "A -> Gold" not in output  # --examples 0
 
 
@@ -435,5 +433,5 @@ def test_bad_new_policy_or_file_exits_2(files: dict[str, Path], tmp_path: Path) 
 def test_help_explains_up_and_down() -> None:
     code, output = run(["policy", "diff", "--help"])
     assert code == 0
-    for words in ("relative rank", "afresh", "--examples", "--json", "--events"):
+    for words in ("reassigned", "afresh", "--examples", "--json", "--events"):
         assert words in output
