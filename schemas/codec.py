@@ -39,6 +39,13 @@ MAX_ID_LENGTH = 256
 #: 1e27, far from the float limit (1.8e308) that ``math.fsum`` and JSON (no infinity)
 #: need. Below 2**53 (9.007e15), so an integral value is exact as a float as well.
 MAX_NUMBER = 1e15
+#: A profile event carries at most this many attributes, with names of at most
+#: :data:`MAX_ATTRIBUTE_NAME` characters and text values of at most
+#: :data:`MAX_ATTRIBUTE_TEXT` (they are kept in the customer's state, which must stay far
+#: below the broker's record size limit).
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_NAME = 64
+MAX_ATTRIBUTE_TEXT = 1024
 #: The bound of ``amount`` (kept as a name: it is older than :data:`MAX_NUMBER`).
 MAX_AMOUNT = MAX_NUMBER
 
@@ -290,9 +297,23 @@ def _attributes(value: Any) -> dict[str, AttributeValue]:
         raise InvalidEvent("missing_field", "required field 'attributes' is missing")
     if not isinstance(value, dict):
         raise InvalidEvent("wrong_type", "attributes must be an object")
+    if len(value) > MAX_ATTRIBUTES:
+        raise InvalidEvent(
+            "invalid_value", f"{len(value)} attributes: at most {MAX_ATTRIBUTES} per event"
+        )
     for k, v in value.items():
+        if len(k) > MAX_ATTRIBUTE_NAME:
+            raise InvalidEvent(
+                "invalid_value",
+                f"attribute name {_short(k)} is longer than {MAX_ATTRIBUTE_NAME} characters",
+            )
         if v is not None and not isinstance(v, str | int | float | bool):
             raise InvalidEvent("wrong_type", f"attributes.{k} must be a scalar")
+        if isinstance(v, str) and len(v) > MAX_ATTRIBUTE_TEXT:
+            raise InvalidEvent(
+                "invalid_value",
+                f"attributes.{k} is longer than {MAX_ATTRIBUTE_TEXT} characters",
+            )
         if isinstance(v, int | float) and not isinstance(v, bool):
             _check_number(v, f"attributes.{k}")
     return dict(value)

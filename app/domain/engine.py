@@ -42,7 +42,7 @@ from typing import Any
 
 from app.domain.churn import ChurnRules
 from app.domain.conditions import all_hold, first_failed, fmt
-from app.domain.events import Event
+from app.domain.events import AttributeValue, Event
 from app.domain.outputs import (
     ChurnCleared,
     ChurnWarning,
@@ -173,7 +173,7 @@ def apply_event(state: CustomerState, event: Event) -> None:
                 del buckets[gone]  # left the longest window: the retention ends here
     kind = event.kind
     if kind == "profile":
-        state.attributes.update(event.attributes)
+        _merge_attributes(state.attributes, event.attributes)
         return
     day = day_of(ts)
     age = state.windows.day - day
@@ -572,3 +572,26 @@ def _churn(
             trigger=trigger,
         )
     )
+
+
+#: A customer keeps at most this many attribute names (their state must stay small however
+#: many profile events with new names arrive); later names beyond it are not kept, values
+#: of names it has are always updated.
+MAX_ATTRIBUTES_KEPT = 256
+
+
+def _merge_attributes(kept: dict[str, AttributeValue], new: Mapping[str, AttributeValue]) -> None:
+    """Profile attributes replace earlier values name by name, up to
+    :data:`MAX_ATTRIBUTES_KEPT` names.
+
+    >>> kept = {f"a{i}": i for i in range(MAX_ATTRIBUTES_KEPT - 1)}
+    >>> _merge_attributes(kept, {"a0": "x", "new1": 1, "new2": 2})
+    >>> kept["a0"], "new1" in kept, "new2" in kept, len(kept)
+    ('x', True, False, 256)
+    """
+    if len(kept) + len(new) <= MAX_ATTRIBUTES_KEPT:
+        kept.update(new)
+        return
+    for name, value in new.items():
+        if name in kept or len(kept) < MAX_ATTRIBUTES_KEPT:
+            kept[name] = value

@@ -282,3 +282,36 @@ def test_docstring_examples() -> None:
     for module in (schemas, schemas.codec):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0
+
+
+def _profile(attributes: dict[str, object]) -> dict[str, object]:
+    return {
+        "event_id": "f1",
+        "customer_id": "c1",
+        "type": "profile",
+        "occurred_at": "2024-01-01",
+        "attributes": attributes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("attributes", "detail"),
+    [
+        ({f"a{i}": i for i in range(65)}, "65 attributes: at most 64"),
+        ({"n" * 65: 1}, "longer than 64 characters"),
+        ({"industry": "x" * 1025}, "attributes.industry is longer than 1024"),
+    ],
+    ids=["too many", "long name", "long text"],
+)
+def test_profile_attributes_are_bounded(attributes: dict[str, object], detail: str) -> None:
+    """A profile's attributes stay in the customer's state: a 1 MB attribute would make
+    the state too large to write, so it is rejected when decoded."""
+    with pytest.raises(InvalidEvent) as caught:
+        decode_event(_profile(attributes), kind="profile")
+    assert caught.value.reason == "invalid_value" and detail in caught.value.detail
+
+
+def test_profile_attributes_at_the_bounds_are_accepted() -> None:
+    attributes: dict[str, object] = {f"a{i:02d}" + "n" * 61: "x" * 1024 for i in range(64)}
+    event = decode_event(_profile(attributes), kind="profile")
+    assert event.attributes == attributes

@@ -399,10 +399,11 @@ def test_domain_imports_only_stdlib(path: Path) -> None:
 def test_docstring_examples() -> None:
     import doctest
 
+    import app.domain.engine
     import app.domain.features
     import app.domain.state
     import tests.builders
 
-    for module in (app.domain.state, app.domain.features, tests.builders):
+    for module in (app.domain.state, app.domain.features, app.domain.engine, tests.builders):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
