@@ -3,7 +3,7 @@
 Customers whose tier, stage or flags can change with time alone (a day leaving a rolling
 window, silence crossing a threshold, a demotion's grace ending) carry ``next_due`` in
 their state (:mod:`app.domain.engine`). The worker keeps those times in a
-:class:`DueIndex` per partition and, as the partition clock passes them, runs the core's
+:class:`DueIndex` per partition and, as the partition clock reaches them, runs the core's
 ``tick`` for exactly those customers: nobody is scanned. The index is rebuilt from the
 table after every recovery (:func:`peek_next_due` reads the due time out of a stored
 state without decoding it), so it survives restarts and rebalances.
