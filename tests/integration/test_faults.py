@@ -54,8 +54,10 @@ from tests.integration._feeder import SEQ_HEADER, Feeder
 from tests.integration._worker_data import (
     Doc,
     decode,
+    differences,
     expected,
     generate,
+    normalize,
     partitions_of,
 )
 from tests.integration._worker_proc import (
@@ -65,12 +67,15 @@ from tests.integration._worker_proc import (
     Names,
     RssSampler,
     WorkerProcess,
+    by_key_in_order,
     consume,
     consume_until,
     counting_problems,
     create_topics,
     dead_letter_problems,
+    dedupe_by_id,
     input_commit_problems,
+    last_by_key,
     read_input,
     ready_partitions,
     strict_replay_problems,
@@ -531,12 +536,54 @@ class Scenario:
             f"customers {len(exp.snapshots)}, tier changes emitted {len(changes)}, "
             f"replay {sum(len(v) for v in exp.changes.values())}"
         )
+        self.write_details(exp, snaps, changes, dead, bad)
         for w in survivors:
             if w.proc is not None and w.proc.poll() is None:
                 self.stop(w, signal.SIGTERM, final=True)
         if rss_bound_mb is not None and self.rss.peak_mb >= rss_bound_mb:
             peak = self.rss.peak_mb
             problems.append(f"worker RSS peaked at {peak:.0f} MB (bound {rss_bound_mb:.0f} MB)")
+
+    def write_details(
+        self,
+        exp: Any,
+        snap_records: list[Any],
+        change_records: list[Any],
+        dead: list[Any],
+        bad: dict[tuple[str, int, int], BadRecord],
+    ) -> None:
+        """Every difference, per customer, to ``fault-details.json`` in the test's
+        directory (the assertion message only summarises)."""
+        snaps, emitted = last_by_key(snap_records), by_key_in_order(change_records)
+        found = {
+            (d.headers["origin.topic"].decode(), int(d.headers["origin.partition"]),
+             int(d.headers["origin.offset"])): d.headers.get("error.reason", b"").decode()
+            for d in dead
+            if "origin.offset" in d.headers
+        }  # fmt: skip
+        details = {
+            "timeline": self.timeline,
+            "snapshots": {
+                cid: differences(snaps[cid], normalize(want)) if cid in snaps else "missing"
+                for cid, want in exp.snapshots.items()
+                if cid not in snaps or snaps[cid] != normalize(want)
+            },
+            "tier_changes": {
+                cid: {
+                    "got": [c["id"] for c in dedupe_by_id(emitted.get(cid, []))],
+                    "want": [c["id"] for c in exp.changes.get(cid, [])],
+                }
+                for cid in sorted(set(exp.changes) | set(emitted))
+                if dedupe_by_id(emitted.get(cid, [])) != exp.changes.get(cid, [])
+            },
+            "dead_letters": [
+                {"origin": list(o), "label": b.label, "reason": found.get(o)}
+                for o, b in bad.items()
+            ],
+        }
+        path = self.tmp_path / "fault-details.json"
+        path.write_bytes(orjson.dumps(details, option=orjson.OPT_INDENT_2))
+        self.note(f"details: {path}")
 
     def report(self) -> str:
         lines = [f"[fault:{self.name}] wall {time.monotonic() - self.t0:.1f}s, "
