@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,3 +315,427 @@ def assert_final_state_equals_replay(
                 got.pop(since), norm.pop(since)
             assert same(got, norm), (cid, differences(got, norm))
             assert emitted[cid][-1]["data"]["to_tier"] == norm["tier"], cid
+
+
+# -- the fault-injection suite's checks (tests/integration/test_faults.py) ------------------
+
+
+def ready_partitions(worker: WorkerProcess) -> list[int] | None:
+    """The partitions ``/readyz`` says the worker serves (None: not ready or no answer)."""
+    try:
+        url = f"http://127.0.0.1:{worker.web_port}/readyz"
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            body = orjson.loads(resp.read())
+    except OSError:  # 503 (HTTPError is an OSError) or not listening
+        return None
+    return list(body["partitions"]) if body.get("ready") else None
+
+
+def wait_until(condition: Any, timeout: float, every: float = 0.1) -> bool:
+    """Poll ``condition()`` until it is true (True) or ``timeout`` passed (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
+
+
+@dataclass
+class InputRead:
+    """A record read back from an input topic (``topic`` is the logical name)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+async def read_input(
+    names: Names, logical: Sequence[str], timeout_s: float = 60.0
+) -> tuple[list[InputRead], dict[TopicPartition, int]]:
+    """Every record of the ``logical`` topics, and each partition's end offset: the high
+    watermark of a ``Fetch`` (the local broker's ``ListOffsets`` does not give the log
+    end, see ``app.recovery``). Call it once nothing more is being produced."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=names.bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    out: list[InputRead] = []
+    try:
+        tps = [TopicPartition(names.topic(t), p) for t in logical for p in range(PARTITIONS)]
+        logical_of = {names.topic(t): t for t in logical}
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out += [
+                    InputRead(
+                        logical_of[r.topic],
+                        r.partition,
+                        r.offset,
+                        r.key,
+                        r.value,
+                        {k: v for k, v in (r.headers or ())},
+                    )
+                    for r in records
+                ]
+            ends = {tp: consumer.highwater(tp) for tp in tps}
+            done = [hw is not None and await consumer.position(tp) >= hw for tp, hw in ends.items()]
+            if all(done):
+                return out, {tp: int(hw) for tp, hw in ends.items() if hw is not None}
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read the input topics to their end: {ends}")
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(
+    names: Names, group: str, tps: Iterable[TopicPartition]
+) -> dict[TopicPartition, int | None]:
+    """The consumer group's committed offsets (None: nothing committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=names.bootstrap)
+    await admin.start()
+    try:
+        got = await admin.list_consumer_group_offsets(group, partitions=list(tps))
+    finally:
+        await admin.close()
+    return {
+        tp: (None if got.get(tp) is None or got[tp].offset < 0 else got[tp].offset) for tp in tps
+    }
+
+
+def input_commit_problems(
+    names: Names, ends: Mapping[TopicPartition, int], timeout_s: float = 20.0
+) -> list[str]:
+    """Wait up to ``timeout_s`` for the app's group (group id = app id) to have committed
+    every input partition to its end; what is still behind then (empty: all committed)."""
+    behind: dict[TopicPartition, tuple[int | None, int]] = {}
+
+    def all_committed() -> bool:
+        nonlocal behind
+        got = asyncio.run(committed_offsets(names, names.app_id, ends))
+        behind = {tp: (got[tp], end) for tp, end in ends.items() if got[tp] != end}
+        return not behind
+
+    if wait_until(all_committed, timeout_s, every=0.5):
+        return []
+    lag = sum(end - (c or 0) for c, end in behind.values())
+    parts = ", ".join(
+        f"{tp.topic.removeprefix(names.prefix)}[{tp.partition}] {c}/{end}"
+        for tp, (c, end) in sorted(behind.items())
+    )
+    return [
+        f"input not fully committed after {timeout_s:.0f}s: {len(behind)} of {len(ends)} "
+        f"partitions behind, {lag} records uncommitted (committed/end: {parts})"
+    ]
+
+
+async def consume_until(
+    names: Names,
+    logical: str,
+    until: Any,
+    *,
+    idle_s: float = 1.0,
+    stall_s: float = 20.0,
+    timeout_s: float = 120.0,
+) -> tuple[list[Consumed], bool]:
+    """Read the whole topic from the start until ``until(records)`` holds and nothing new
+    arrived for ``idle_s`` (then ``(records, True)``), or until nothing new arrived for
+    ``stall_s`` or ``timeout_s`` passed (``(records, False)``): a stalled worker fails
+    the wait quickly instead of running into a long timeout."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=names.bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    out: list[Consumed] = []
+    try:
+        topic = names.topic(logical)
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        start = last_new = time.monotonic()
+        held = False
+        while True:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                for r in records:
+                    out.append(
+                        Consumed(
+                            r.key,
+                            r.value,
+                            {k: v for k, v in (r.headers or ())},
+                            r.partition,
+                            r.offset,
+                        )
+                    )
+                    last_new = time.monotonic()
+            now = time.monotonic()
+            if batch or not held:
+                held = bool(until(out))
+            if held and now - last_new >= idle_s:
+                return out, True
+            if now - last_new >= stall_s or now - start >= timeout_s:
+                return out, False
+    finally:
+        await consumer.stop()
+
+
+class RssSampler:
+    """Samples the resident set size (``VmRSS``) of the processes ``pids()`` names, every
+    ``every`` seconds in a thread, and keeps the peak per process."""
+
+    def __init__(self, pids: Any, every: float = 0.1) -> None:
+        import threading
+
+        self._pids = pids
+        self._every = every
+        self.peak_kb: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
+
+    @staticmethod
+    def rss_kb(pid: int) -> int | None:
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._pids():
+                kb = self.rss_kb(pid)
+                if kb is not None and kb > self.peak_kb.get(pid, 0):
+                    self.peak_kb[pid] = kb
+            self._stop.wait(self._every)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.peak_kb.values(), default=0) / 1024
+
+
+def _brief_changes(seq: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (c["time"], f"{c['data']['from_tier']}->{c['data']['to_tier']}", c["data"]["trigger"])
+        for c in seq
+    ]
+
+
+def strict_replay_problems(
+    exp: Expected, snap_records: Iterable[Consumed], change_records: Iterable[Consumed]
+) -> list[str]:
+    """What differs between the worker's final outputs and the batch replay, for EVERY
+    customer (no allowance for customers whose events span several topics): the last
+    snapshot, ``tier_since`` and ``stage_since`` included, exactly; and the tier changes,
+    de-duplicated by id (a crash may repeat outputs, with the same ids), equal to the
+    replay's, in order. One summary line per kind of problem (empty: none)."""
+    snaps = last_by_key(snap_records)
+    emitted = by_key_in_order(change_records)
+    multi = {cid for cid, evs in exp.events.items() if len(topics_of(evs)) > 1}
+    problems: list[str] = []
+
+    def split(cids: Iterable[str]) -> str:
+        cids = set(cids)
+        return f"{len(cids & multi)} multi-topic, {len(cids - multi)} single-topic"
+
+    missing = sorted(set(exp.snapshots) - set(snaps))
+    if missing:
+        problems.append(
+            f"snapshots: {len(missing)} of {len(exp.snapshots)} customers have none "
+            f"({split(missing)}), e.g. {missing[:5]}"
+        )
+    unexpected = sorted(set(snaps) - set(exp.snapshots))
+    if unexpected:
+        problems.append(
+            f"snapshots: {len(unexpected)} customers the replay does not know (a bad record "
+            f"applied?), e.g. {[c[:40] for c in unexpected[:5]]}"
+        )
+    diffs: dict[str, list[str]] = {}
+    for cid, want in exp.snapshots.items():
+        if cid in snaps:
+            d = differences(snaps[cid], normalize(want))
+            if d:
+                diffs[cid] = sorted(d)
+    if diffs:
+        fields: dict[str, set[str]] = {}
+        for cid, ds in diffs.items():
+            for d in ds:
+                fields.setdefault(d.split(":", 1)[0], set()).add(cid)
+        by_field = ", ".join(
+            f"{path} {len(cids)} ({len(cids & multi)} multi-topic)"
+            for path, cids in sorted(fields.items(), key=lambda kv: -len(kv[1]))[:12]
+        )
+        examples = "; ".join(f"{cid}: {ds[:3]}" for cid, ds in sorted(diffs.items())[:4])
+        problems.append(
+            f"snapshots: {len(diffs)} of {len(exp.snapshots)} customers differ from the replay "
+            f"({split(diffs)}); customers per field: {by_field}; e.g. {examples}"
+        )
+    wrong: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    for cid in sorted(set(exp.changes) | set(emitted)):
+        got, want = dedupe_by_id(emitted.get(cid, [])), exp.changes.get(cid, [])
+        if got != want:
+            wrong[cid] = (got, want)
+    if wrong:
+        other_ids = {
+            cid for cid, (g, w) in wrong.items() if [c["id"] for c in g] != [c["id"] for c in w]
+        }
+        last_tier_wrong = sorted(
+            cid
+            for cid, (g, w) in wrong.items()
+            if cid in snaps and g and g[-1]["data"]["to_tier"] != snaps[cid]["tier"]
+        )
+        examples = "; ".join(
+            f"{cid}: got {_brief_changes(g)[-3:]} want {_brief_changes(w)[-3:]}"
+            for cid, (g, w) in list(wrong.items())[:3]
+        )
+        problems.append(
+            f"tier changes: {len(wrong)} customers' de-duplicated tier changes differ from the "
+            f"replay ({split(wrong)}; {len(other_ids)} with other ids, "
+            f"{len(last_tier_wrong)} whose last tier change does not name the snapshot's "
+            f"tier{', e.g. ' + str(last_tier_wrong[:3]) if last_tier_wrong else ''}); "
+            f"e.g. {examples}"
+        )
+    return problems
+
+
+def assert_final_state_strictly_equals_replay(
+    exp: Expected, snap_records: Iterable[Consumed], change_records: Iterable[Consumed]
+) -> None:
+    """:func:`strict_replay_problems` as an assertion."""
+    problems = strict_replay_problems(exp, snap_records, change_records)
+    assert not problems, "\n".join(problems)
+
+
+_COUNTS = ("purchases", "refunds", "interactions")
+
+
+def counting_problems(exp: Expected, snap_records: Iterable[Consumed]) -> list[str]:
+    """Events lost or counted twice: per customer, the lifetime counts (purchases,
+    refunds, interactions) and spend of the last snapshot against the replay's."""
+    snaps = last_by_key(snap_records)
+    lost: dict[str, int] = {}
+    extra: dict[str, int] = {}
+    spend: list[str] = []
+    for cid, want in exp.snapshots.items():
+        w = normalize(want)["lifetime"]
+        g = snaps.get(cid, {}).get("lifetime", dict.fromkeys(_COUNTS, 0) | {"spend": 0.0})
+        short = sum(max(0, w[k] - g[k]) for k in _COUNTS)
+        over = sum(max(0, g[k] - w[k]) for k in _COUNTS)
+        if short:
+            lost[cid] = short
+        if over:
+            extra[cid] = over
+        if g["spend"] != w["spend"]:
+            spend.append(f"{cid}: {g['spend']!r} != {w['spend']!r}")
+    problems = []
+    if lost:
+        problems.append(
+            f"events lost: {sum(lost.values())} events of {len(lost)} customers are not "
+            f"counted in their last snapshot, e.g. {sorted(lost.items())[:5]}"
+        )
+    if extra:
+        problems.append(
+            f"events counted twice (or bad records applied): {sum(extra.values())} extra "
+            f"events for {len(extra)} customers, e.g. {sorted(extra.items())[:5]}"
+        )
+    if spend:
+        problems.append(f"lifetime spend differs for {len(spend)} customers, e.g. {spend[:3]}")
+    return problems
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record the worker must dead-letter: what it is, the reasons that describe it
+    (``error.reason`` must be one of them), its key and value."""
+
+    label: str
+    reasons: frozenset[str]
+    key: bytes | None
+    value: bytes | None
+
+
+#: Dead letters of records over this size may carry a shortened value (Kafka's default
+#: largest message is 1 MB: the original bytes may not fit back onto the broker).
+DEAD_LETTER_VALUE_LIMIT = 900_000
+
+
+def dead_letter_problems(
+    names: Names, bad: Mapping[tuple[str, int, int], BadRecord], dead: Iterable[Consumed]
+) -> tuple[list[str], int]:
+    """Check the dead-letter topic against the bad records by origin (full topic name,
+    partition, offset). Each bad record must be there with one of its reasons, an
+    ``error.detail``, its key and its bytes (for a value over
+    :data:`DEAD_LETTER_VALUE_LIMIT`: the bytes or a prefix of them); no dead letter may
+    come from a good record. A dead letter may repeat (the worker crashed after sending
+    it but before committing the record): duplicates of one origin are tolerated, and
+    counted. Returns the problems and the number of duplicates."""
+    seen: dict[tuple[str, int, int], int] = {}
+    problems: list[str] = []
+    wrong_reason: list[str] = []
+    wrong_bytes: list[str] = []
+    strangers: list[str] = []
+    for d in dead:
+        h = d.headers
+        try:
+            origin = (
+                h["origin.topic"].decode(),
+                int(h["origin.partition"]),
+                int(h["origin.offset"]),
+            )
+        except (KeyError, ValueError):
+            problems.append(f"a dead letter without origin headers: {sorted(h)}")
+            continue
+        seen[origin] = seen.get(origin, 0) + 1
+        want = bad.get(origin)
+        if want is None:
+            strangers.append(f"{origin} reason={h.get('error.reason')!r}")
+            continue
+        reason = h.get("error.reason", b"").decode()
+        if reason not in want.reasons or not h.get("error.detail"):
+            wrong_reason.append(f"{want.label}: reason {reason!r} (want {sorted(want.reasons)})")
+        value_ok = d.value == want.value or (
+            want.value is not None
+            and len(want.value) > DEAD_LETTER_VALUE_LIMIT
+            and d.value is not None
+            and want.value.startswith(d.value)
+        )
+        if d.key != want.key or not value_ok:
+            wrong_bytes.append(want.label)
+    missing = [b.label for origin, b in bad.items() if origin not in seen]
+    if missing:
+        problems.append(
+            f"dead letters missing: {len(missing)} of {len(bad)} bad records are not in the "
+            f"dead-letter topic: {sorted(set(missing))[:12]}"
+        )
+    if wrong_reason:
+        problems.append(f"dead letters with a wrong reason: {wrong_reason[:8]}")
+    if wrong_bytes:
+        problems.append(f"dead letters without the original key/bytes: {wrong_bytes[:8]}")
+    if strangers:
+        problems.append(f"dead letters of records that are not bad: {strangers[:8]}")
+    return problems, sum(n - 1 for n in seen.values())
