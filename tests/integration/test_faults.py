@@ -254,6 +254,13 @@ SPECIFIC: dict[str, list[tuple[str, set[str], Callable[[At], list[Record]]]]] = 
         ("attribute NaN", {"malformed_json"},
          lambda x: [(x.key, x.raw("attributes", b'{"size":NaN}'))]),
         ("no attributes", {"missing_field"}, lambda x: [(x.key, x.without("attributes"))]),
+        ("attribute 1e308", {"invalid_value"},
+         lambda x: [(x.key, x.doc(attributes={"size": 1e308}))]),
+        # a profile's attributes stay in the state: a 1.2 MB one would make it unwritable
+        ("attribute text of 1.2 MB", {"invalid_value"},
+         lambda x: [(x.key, x.doc(attributes={"note": "n" * MB12}))]),
+        ("65 attributes", {"invalid_value"},
+         lambda x: [(x.key, x.doc(attributes={f"a{i}": i for i in range(65)}))]),
     ],
     "interactions": [],
 }  # fmt: skip
@@ -289,7 +296,8 @@ def hostile_good(at: int, n: int) -> list[Doc]:
         Doc(p, "hostile-iso", base(p, "hostile-iso", at, f"hg-iso-{n}")
             | {"occurred_at": _iso_plus14(at)}),
         Doc("profiles", "hostile-attrs", base("profiles", "hostile-attrs", at, f"hg-attr-{n}")
-            | {"attributes": {"size": 1e308, "industry": "", "flag": True, "none": None}}),
+            | {"attributes": {"size": 9.99e14, "industry": "i" * 1024, "flag": True,
+                              "none": None, "n" * 64: 1}}),
     ]  # fmt: skip
     if n == 0:  # a valid 1.2 MB event (unknown extra fields are ignored)
         big = base(p, "hostile-big", at, "hg-big") | {"note": "n" * MB12}
