@@ -194,6 +194,11 @@ class Consumed:
     offset: int
 
 
+def consumed(r: Any) -> Consumed:
+    """A consumed aiokafka record as :class:`Consumed`."""
+    return Consumed(r.key, r.value, {k: v for k, v in (r.headers or ())}, r.partition, r.offset)
+
+
 async def consume(
     names: Names,
     logical: str,
@@ -230,17 +235,8 @@ async def consume(
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
-                for r in records:
-                    out.append(
-                        Consumed(
-                            r.key,
-                            r.value,
-                            {k: v for k, v in (r.headers or ())},
-                            r.partition,
-                            r.offset,
-                        )
-                    )
-                    last_new = time.monotonic()
+                out.extend(map(consumed, records))
+                last_new = time.monotonic()
             if time.monotonic() - last_new >= idle_s and (until is None or until(out)):
                 break
         return out
@@ -472,17 +468,8 @@ async def consume_until(
         while True:
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
-                for r in records:
-                    out.append(
-                        Consumed(
-                            r.key,
-                            r.value,
-                            {k: v for k, v in (r.headers or ())},
-                            r.partition,
-                            r.offset,
-                        )
-                    )
-                    last_new = time.monotonic()
+                out.extend(map(consumed, records))
+                last_new = time.monotonic()
             now = time.monotonic()
             if batch or not held:
                 held = bool(until(out))
