@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.faust_app import TierstreamApp
+from app.stream.app import TierstreamApp
 
 
 def register(app: TierstreamApp) -> list[Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from faust.types import StreamT
 
-from app.faust_app import BatchTaker, TierstreamApp
+from app.stream.app import BatchTaker, TierstreamApp
 
 
 def register(app: TierstreamApp) -> Any:

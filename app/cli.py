@@ -12,15 +12,15 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
-from app.broker import LocalBroker
+from app.adapters.broker import LocalBroker
 from app.errors import BrokerError, ConfigError, InvalidEvent, TierstreamError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from app.fit import FitResult
-    from app.io import SourceLine
+    from app.service.source import SourceLine
     from app.settings import Settings
+    from app.tools.fit import FitResult
 
 cli = typer.Typer(
     name="tierstream",
@@ -58,8 +58,8 @@ def _root() -> None:
 def policy_check(
     files: list[Path] = typer.Argument(..., help="Policy YAML files.", show_default=False),
 ) -> None:
+    from app.adapters.policy_files import describe_policy, load_policy
     from app.domain.errors import PolicyError
-    from app.policy_files import describe_policy, load_policy
 
     bad = 0
     for path in files:
@@ -116,8 +116,8 @@ def policy_apply(
 
     from aiokafka.errors import KafkaError
 
-    from app.control import publish_policy
     from app.domain.errors import PolicyError
+    from app.stream.control import publish_policy
 
     settings = _settings(broker=broker)
     try:
@@ -139,7 +139,7 @@ from app.shadow_cli import DIFF_HELP, policy_diff  # noqa: E402
 
 policy_cli.command("diff", help=DIFF_HELP)(policy_diff)
 
-# `tierstream explain` (asks a running worker, app.web) lives in app.query_cli.
+# `tierstream explain` (asks a running worker, app.stream.web) lives in app.query_cli.
 from app.query_cli import EXPLAIN_HELP, explain  # noqa: E402
 
 cli.command("explain", help=EXPLAIN_HELP)(explain)
@@ -273,7 +273,7 @@ def _read(
     delimiter: str | None,
     header: bool,
 ) -> Iterator[SourceLine]:
-    from app.io import parse_map, read_events
+    from app.adapters.files import parse_map, read_events
 
     return read_events(path, fmt=fmt, mapping=parse_map(map_), delimiter=delimiter, header=header)
 
@@ -351,9 +351,9 @@ def classify(
 ) -> None:
     from rich.console import Console
 
-    from app.classify import classify_lines, write_outputs
+    from app.adapters.policy_files import load_cutoffs, load_policy
     from app.domain.lifecycle import STAGES
-    from app.policy_files import load_cutoffs, load_policy
+    from app.service.batch_replay import classify_lines, write_outputs
     from schemas.codec import iso, parse_timestamp
 
     settings = _settings(policy_file=policy)
@@ -458,10 +458,10 @@ def fit(
 ) -> None:
     from rich.console import Console
 
-    from app.classify import decode_lines
     from app.domain.bgnbd import model_to_yaml
     from app.domain.errors import PolicyError
-    from app.fit import fit_events, write_model
+    from app.service.batch_replay import decode_lines
+    from app.tools.fit import fit_events, write_model
     from schemas.codec import parse_timestamp
 
     if unit not in ("days", "weeks"):
@@ -614,7 +614,7 @@ def produce(
         TimeRemainingColumn,
     )
 
-    from app.produce import produce_lines
+    from app.tools.produce import produce_lines
 
     settings = _settings(broker=broker, topic_prefix=topic_prefix, partitions=partitions)
     lines = list(_read(events_file, fmt, map_, delimiter, header))
@@ -696,8 +696,8 @@ def simulate(
     import orjson
     from rich.console import Console
 
-    from app.simulate import SimulationConfig
-    from app.simulate import simulate as run_simulation
+    from app.tools.simulate import SimulationConfig
+    from app.tools.simulate import simulate as run_simulation
 
     try:
         start_date = date.fromisoformat(start)
@@ -776,7 +776,7 @@ def demo(
         True, help="Write report.html (as `tierstream report`) at the end and print its path."
     ),
 ) -> None:
-    from app.demo import DemoConfig, run_demo
+    from app.tools.demo import DemoConfig, run_demo
 
     _settings()  # the environment's TIERSTREAM_* settings must be valid
     code = run_demo(

@@ -1,4 +1,4 @@
-"""Commands that ask running workers over HTTP (:mod:`app.web`): ``tierstream explain``
+"""Commands that ask running workers over HTTP (:mod:`app.stream.web`): ``tierstream explain``
 and the ``--worker`` mode of ``tierstream policy diff`` (registered in :mod:`app.cli` and
 :mod:`app.shadow_cli`). Plain ``urllib``: no HTTP client dependency.
 
@@ -22,8 +22,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from app.service.shadow import PolicyDiff
     from app.settings import Settings
-    from app.shadow import PolicyDiff
 
 #: Seconds to wait for an explain, and for one worker's policy diff (it decides every
 #: customer of the worker's partitions).
@@ -145,7 +145,7 @@ def _value(v: Any) -> str:
 
 
 def render_explain(doc: Mapping[str, Any], console: Console) -> None:
-    """Print an explain document (:func:`app.explain.explain`) for people."""
+    """Print an explain document (:func:`app.service.explain.explain`) for people."""
     from rich.table import Table
     from rich.text import Text
 
@@ -242,8 +242,8 @@ def diff_workers(
     import orjson
     from rich.console import Console
 
-    from app.policy_files import load_policy
-    from app.shadow import PolicyDiff
+    from app.adapters.policy_files import load_policy
+    from app.service.shadow import PolicyDiff
     from app.shadow_cli import render_diff
 
     new = load_policy(new_file)  # invalid: the problems, exit 2, before asking anybody

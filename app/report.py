@@ -235,9 +235,9 @@ async def read_topics(
     it serves), or ``timeout_s`` passed. A topic that does not exist gives an empty list."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from app.produce import client_kwargs
-
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False
+    )
     await consumer.start()
     result: dict[str, list[bytes]] = {name: [] for name in logical}
     try:

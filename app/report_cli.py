@@ -75,7 +75,7 @@ def report(
         tier_order: list[str] | None = None
         severity_order: list[str] | None = None
         if policy is not None:
-            from app.policy_files import load_policy
+            from app.adapters.policy_files import load_policy
 
             pol = load_policy(policy)
             tier_order = [t.name for t in pol.tiers]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
@@ -150,6 +150,28 @@ class Settings(BaseSettings):
                 levels=", ".join(LOG_LEVELS),
             )
         return level
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """aiokafka connection arguments (bootstrap, security): the one translation of the
+        broker and security settings for plain aiokafka clients (Faust's are
+        :func:`app.stream.app.faust_config`)."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.security_protocol.endswith("SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kw["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+        return kw
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical name such as ``purchases``."""

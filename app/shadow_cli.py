@@ -1,7 +1,7 @@
 """``tierstream policy diff``: shadow evaluation on the command line (registered in
 :mod:`app.cli` next to the other ``policy`` commands).
 
-The command computes a :class:`app.shadow.PolicyDiff` and hands it to :func:`render_diff`
+The command computes a :class:`app.service.shadow.PolicyDiff` and hands it to :func:`render_diff`
 (or prints its JSON form). Rendering only needs the diff, so a diff fetched from running
 workers (``PolicyDiff.from_dict`` of each, then ``merge``) is shown the same way.
 """
@@ -16,7 +16,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from app.shadow import PolicyDiff
+    from app.service.shadow import PolicyDiff
 
 DIFF_HELP = """Shadow evaluation: how many customers would move from which tier to which under
     a new policy, with examples. Nothing is emitted.
@@ -116,11 +116,11 @@ def policy_diff(
     import orjson
     from rich.console import Console
 
-    from app.classify import decode_lines
+    from app.adapters.policy_files import load_policy
     from app.cli import _read, _report_rejected, _settings
     from app.errors import ConfigError, InvalidEvent
-    from app.policy_files import load_policy
-    from app.shadow import diff_events
+    from app.service.batch_replay import decode_lines
+    from app.service.shadow import diff_events
     from schemas.codec import parse_timestamp
 
     if (events is None) == (worker is None):

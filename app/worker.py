@@ -17,7 +17,7 @@ from app.errors import ConfigError
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.faust_app import TierstreamApp
+    from app.stream.app import TierstreamApp
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,13 @@ def build_worker(settings: Settings, tapp: TierstreamApp | None = None) -> objec
     import faust
 
     import agents
-    from app import fastpath
-    from app.faust_app import create_app
+    from app.stream import fastpath
+    from app.stream.app import create_app
 
     if tapp is None:
         tapp = create_app(settings)
     agents.register(tapp)
-    fastpath.install(tapp.faust)  # batch-wise consumer hand-off (app.fastpath)
+    fastpath.install(tapp.faust)  # batch-wise consumer hand-off (app.stream.fastpath)
     worker = faust.Worker(
         tapp.faust,
         loglevel=settings.log_level,
@@ -136,15 +136,13 @@ async def _reach_broker(settings: Settings) -> str | None:
     from aiokafka.client import AIOKafkaClient
     from aiokafka.errors import KafkaError
 
-    from app.produce import client_kwargs
-
     deadline = time.monotonic() + settings.broker_wait_s
     why = "no answer"
     with _captured("aiokafka") as messages:
         while True:
             left = deadline - time.monotonic()
             timeout_ms = max(int(left * 1000), 100)
-            client = AIOKafkaClient(**client_kwargs(settings), request_timeout_ms=timeout_ms)
+            client = AIOKafkaClient(**settings.kafka_client_kwargs(), request_timeout_ms=timeout_ms)
             try:
                 await asyncio.wait_for(client.bootstrap(), max(left, 0.1))
                 return None
@@ -187,7 +185,7 @@ def run_worker(settings: Settings) -> None:
     check_startup(settings)
     # A fresh loop for Faust: it must own the loop it runs on.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    from app.faust_app import create_app
+    from app.stream.app import create_app
 
     tapp = create_app(settings)
     worker = build_worker(settings, tapp)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.broker import LocalBroker
+from app.adapters.broker import LocalBroker
 
 
 @pytest.fixture(scope="session")

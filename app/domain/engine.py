@@ -14,9 +14,9 @@ events of that instant apply:
 - :func:`step` (an event at ``T``) first runs every due time up to and including ``T``
   (:func:`advance` to ``T``), then applies the event and evaluates it at ``T``;
 - the worker's timer, with its partition clock at ``T``, runs what is due up to and
-  including ``T`` (:meth:`app.batching.CustomerBatch.tick`);
+  including ``T`` (:meth:`app.service.processor.CustomerBatch.tick`);
 - ``tierstream classify`` advances every customer to ``as_of``, inclusive
-  (:func:`app.classify.advance_to`).
+  (:func:`app.service.batch_replay.advance_to`).
 
 So the evaluation at a due time ``T`` sees the customer's events before ``T`` and none of
 those dated ``T``, whether the timer runs before the customer's events of ``T`` arrive or

@@ -32,7 +32,7 @@ Trigger = Literal["event", "time", "policy_changed", "cutoffs_changed"]
 def tier_direction(tiers: Sequence[str], from_tier: str | None, to_tier: str) -> Direction:
     """How a move from ``from_tier`` to ``to_tier`` compares under the policy that decides
     it (``tiers``: its tier names, best first). The tier changes the core emits and
-    ``policy diff`` (:mod:`app.shadow`) both use this.
+    ``policy diff`` (:mod:`app.service.shadow`) both use this.
 
     - ``new``: the customer had no tier (``from_tier`` None);
     - ``up`` / ``down``: both names are tiers of the policy, by their places in it;

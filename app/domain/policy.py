@@ -1,7 +1,7 @@
 """Tiering policies: validated, compiled rule sets that turn features into a tier, a
 lifecycle stage and upgrade flags.
 
-A policy document (usually YAML, loaded by :mod:`app.policy_files`) looks like::
+A policy document (usually YAML, loaded by :mod:`app.adapters.policy_files`) looks like::
 
     name: value-tiers
     version: "1"

@@ -1,4 +1,4 @@
-"""Child process of ``test_fastpath.py``: a Faust worker with :mod:`app.fastpath`
+"""Child process of ``test_fastpath.py``: a Faust worker with :mod:`app.stream.fastpath`
 installed that appends ``partition offset value`` for every event its agent sees."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import faust
 
-from app import fastpath
+from app.stream import fastpath
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""BatchTaker (app.faust_app): what it takes, tracks and acks, with fakes for Faust's
+"""BatchTaker (app.stream.app): what it takes, tracks and acks, with fakes for Faust's
 stream, channel and consumer (no broker)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from app.faust_app import BatchTaker
+from app.stream.app import BatchTaker
 
 
 class Message:

@@ -1,4 +1,4 @@
-"""The batch plumbing between Faust and the core (app.batching), without Kafka."""
+"""The batch plumbing between Faust and the core (app.service.processor), without Kafka."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Any
 import orjson
 import pytest
 
-from app.batching import (
+from app.adapters.policy_files import load_policy
+from app.domain.engine import StepResult, step
+from app.domain.events import Event
+from app.domain.outputs import snapshot
+from app.domain.policy import Policy
+from app.domain.replay import replay
+from app.domain.state import CustomerState
+from app.service.processor import (
     INPUT_KINDS,
     Counters,
     CustomerBatch,
@@ -16,13 +23,6 @@ from app.batching import (
     dead_letter_headers,
     decode_state,
 )
-from app.domain.engine import StepResult, step
-from app.domain.events import Event
-from app.domain.outputs import snapshot
-from app.domain.policy import Policy
-from app.domain.replay import replay
-from app.domain.state import CustomerState
-from app.policy_files import load_policy
 from schemas import decode_event, output_to_cloudevent
 
 T0 = 1_717_200_000_000  # 2024-06-01

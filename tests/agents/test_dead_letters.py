@@ -1,4 +1,4 @@
-"""Dead letters always fit a produce request (app.batching): a record the producer refuses
+"""Dead letters always fit a produce request (app.service.processor): a record the producer refuses
 would stop its partition, neither sendable nor skippable."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app.batching import (
+from app.adapters.policy_files import load_policy
+from app.domain.policy import Policy
+from app.service.processor import (
     DEAD_LETTER_MAX_BYTES,
     DEAD_LETTER_MAX_DETAIL,
     CustomerBatch,
     InputRecord,
 )
-from app.domain.policy import Policy
-from app.policy_files import load_policy
 from tests.agents.test_batching import KINDS, Store, doc
 
 

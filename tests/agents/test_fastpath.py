@@ -1,4 +1,4 @@
-"""``app.fastpath`` against the real broker: every message reaches the agent exactly once,
+"""``app.stream.fastpath`` against the real broker: every message reaches the agent exactly once,
 in offset order per partition, and the group's committed offsets advance to the end."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.broker import LocalBroker
+from app.adapters.broker import LocalBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -1,4 +1,4 @@
-"""The app's flush bookkeeping (app.faust_app.TierstreamApp), without a broker: when a
+"""The app's flush bookkeeping (app.stream.app.TierstreamApp), without a broker: when a
 flush is due and why, and what abandoning unflushed work forgets."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from app import faust_app
-from app.faust_app import TierstreamApp, create_app
 from app.settings import load_settings
+from app.stream import app as faust_app
+from app.stream.app import TierstreamApp, create_app
 
 
 class FakeMessage:
@@ -105,7 +105,7 @@ async def test_a_wall_clock_worker_warns_once_of_events_far_older_than_its_clock
         )
 
     wall = app("wall")
-    with caplog.at_level("WARNING", logger="app.faust_app"):
+    with caplog.at_level("WARNING", logger="app.stream.app"):
         wall.process([purchase(1), purchase(2)])  # type: ignore[list-item]  # 2024
         wall.process([purchase(3)])  # type: ignore[list-item]
     warnings = [
@@ -115,7 +115,7 @@ async def test_a_wall_clock_worker_warns_once_of_events_far_older_than_its_clock
     assert "TIERSTREAM_CLOCK_MODE=event" in warnings[0]
     assert "c1" not in warnings[0] and "c2" not in warnings[0]  # no customer ids in logs
     caplog.clear()
-    with caplog.at_level("WARNING", logger="app.faust_app"):
+    with caplog.at_level("WARNING", logger="app.stream.app"):
         app("event").process([purchase(4)])  # type: ignore[list-item]
     assert not [r for r in caplog.records if "older than the wall clock" in r.getMessage()]
 
@@ -124,7 +124,7 @@ async def test_events_of_several_topics_are_processed_in_event_time_order(
     tapp: TierstreamApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The app queues what it takes and runs the core over it in event-time order across
-    the input topics of a partition (app.ordering), waiting for a topic that is behind."""
+    the input topics of a partition (app.service.ordering), waiting for a topic that is behind."""
     highwater = {("t.purchases", 0): 10, ("t.interactions", 0): 10, ("t.profiles", 0): 0}
     monkeypatch.setattr(tapp, "_highwater", lambda topic, partition: highwater[(topic, partition)])
     tapp.order.max_wait_s = 60

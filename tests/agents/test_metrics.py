@@ -1,6 +1,6 @@
-"""The worker's metrics (app.metrics) and the tier census (app.census), without Kafka: a
-fresh CollectorRegistry per test, batch outcomes of the real plumbing fed in, values read
-with ``registry.get_sample_value``."""
+"""The worker's metrics (app.stream.metrics) and the tier census (app.service.census),
+without Kafka: a fresh CollectorRegistry per test, batch outcomes of the real plumbing fed
+in, values read with ``registry.get_sample_value``."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.batching import CustomerBatch, InputRecord, decode_state
-from app.census import Census, peek_place, peek_string
+from app.adapters.policy_files import load_policy
 from app.domain.policy import Policy
-from app.metrics import LATENCY_BUCKETS, METRICS, WorkerMetrics
-from app.policy_files import load_policy
+from app.service.census import Census, peek_place, peek_string
+from app.service.processor import CustomerBatch, InputRecord, decode_state
+from app.stream.metrics import LATENCY_BUCKETS, METRICS, WorkerMetrics
 from tests.agents.test_batching import DAY, KINDS, T0, Store, doc, records
 
 

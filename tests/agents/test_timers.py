@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
-from app.batching import INPUT_KINDS, CustomerBatch, decode_state
-from app.classify import classify_events
 from app.domain.engine import advance
 from app.domain.policy import Policy
 from app.domain.state import CustomerState, state_to_dict
-from app.timers import DueIndex, ReadProgress, partition_clocks, peek_next_due
+from app.service.batch_replay import classify_events
+from app.service.due import DueIndex, ReadProgress, partition_clocks, peek_next_due
+from app.service.processor import INPUT_KINDS, CustomerBatch, decode_state
 from schemas import OUTPUT_TOPICS, decode_event
 from tests.agents.test_batching import DAY, T0, Store, batch, doc, policy, records
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from app import fastpath
 from app.settings import load_settings
+from app.stream import fastpath
 from app.worker import GC_THRESHOLDS, build_worker
 
 

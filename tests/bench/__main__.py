@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from app.broker import LocalBroker
+from app.adapters.broker import LocalBroker
 from tests.bench.harness import (
     Result,
     create_topics,
@@ -120,7 +120,7 @@ PIPELINES: list[Pipeline] = [
     Pipeline("faust-bare", "Faust: async for over raw bytes, no work", _faust("bare", False)),
     Pipeline(
         "faust-bare+fastpath",
-        "same, with app.fastpath installed",
+        "same, with app.stream.fastpath installed",
         _faust("bare", fast=True),
     ),
     Pipeline(
@@ -130,7 +130,7 @@ PIPELINES: list[Pipeline] = [
     ),
     Pipeline(
         "faust-batch+fastpath",
-        "same, with app.fastpath installed",
+        "same, with app.stream.fastpath installed",
         _faust("batch", fast=True),
     ),
     Pipeline(

@@ -5,10 +5,10 @@
                                      [--churn-share 0.3] [--warmup-days 365]
                                      [--horizon-days 120] [--workers 2]
 
-What is run. :func:`app.simulate.simulate` generates the stream (every event type: purchases,
+What is run. :func:`app.tools.simulate.simulate` generates the stream (every event type: purchases,
 refunds, visits, e-mails, tickets, profiles, duplicates) and, per customer, the truth:
 ``churned_at`` (the customer makes no purchase after it), the yearly purchase rate and
-whether the rate grows. The BG/NBD model is fitted (:func:`app.fit.fit_events`) on the
+whether the rate grows. The BG/NBD model is fitted (:func:`app.tools.fit.fit_events`) on the
 calibration period, the first ``--warmup-days`` of the data. Then the whole stream is
 replayed through the core (:func:`app.domain.replay.replay`) once per policy, and every
 customer is advanced (:func:`app.domain.engine.advance`) to the end of the data, so that
@@ -89,8 +89,8 @@ from app.domain.events import Event
 from app.domain.outputs import ChurnCleared, ChurnWarning
 from app.domain.policy import Policy, policy_from_dict
 from app.domain.replay import replay
-from app.fit import FitResult, fit_events
-from app.simulate import CustomerTruth, SimulationConfig, simulate
+from app.tools.fit import FitResult, fit_events
+from app.tools.simulate import CustomerTruth, SimulationConfig, simulate
 from schemas.codec import decode_event
 
 DAY_MS = 86_400_000
@@ -325,7 +325,8 @@ def score(
 
 def rate_at(truth: CustomerTruth, t: int, end: int) -> float:
     """The true yearly purchase rate at ``t``: growing customers' rate rises linearly from
-    the base rate at joining to twice it at the end (see :func:`app.simulate._thinned_growth`)."""
+    the base rate at joining to twice it at the end (see
+    :func:`app.tools.simulate._thinned_growth`)."""
     if not truth.grows:
         return truth.purchase_rate_per_year
     span = max(end - truth.joined_at, 1)

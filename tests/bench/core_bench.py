@@ -20,11 +20,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from app.adapters.policy_files import load_policy
 from app.domain.engine import step
 from app.domain.events import Event
 from app.domain.replay import replay
 from app.domain.state import CustomerState, state_from_dict, state_to_dict
-from app.policy_files import load_policy
 from tests.builders import DAY, HOUR, at, interaction, purchase, random_events
 
 

@@ -10,7 +10,7 @@ Kinds:
   each touched customer read and written once per batch (changelog on), one output send
   per touched customer.
 
-``--fast`` installs :mod:`app.fastpath` on the app; ``--gc`` applies the worker's garbage
+``--fast`` installs :mod:`app.stream.fastpath` on the app; ``--gc`` applies the worker's garbage
 collector tuning (:func:`app.worker.tune_gc`), to show how much of the worker's lead that
 alone would give the reference. The process prints one JSON line
 ``{"rate": events_per_s, "seconds": ..., "events": N}`` when the N-th event has been
@@ -129,7 +129,7 @@ def build_app(args: argparse.Namespace) -> faust.App:
     else:  # pragma: no cover - argparse restricts the choices
         raise SystemExit(f"unknown kind {args.kind}")
     if args.fast:
-        from app import fastpath
+        from app.stream import fastpath
 
         fastpath.install(app)
     if args.gc:

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from app.broker import free_port
+from app.adapters.broker import free_port
 from tests.bench.subproc import stop_process
 
 INPUTS = ("purchases", "interactions", "profiles")

@@ -19,7 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.broker import free_port
+from app.adapters.broker import free_port
 from tests.integration._worker_data import (
     Doc,
     Expected,
@@ -355,7 +355,7 @@ async def read_input(
 ) -> tuple[list[InputRead], dict[TopicPartition, int]]:
     """Every record of the ``logical`` topics, and each partition's end offset: the high
     watermark of a ``Fetch`` (the local broker's ``ListOffsets`` does not give the log
-    end, see ``app.recovery``). Call it once nothing more is being produced."""
+    end, see ``app.stream.recovery``). Call it once nothing more is being produced."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=names.bootstrap,
         enable_auto_commit=False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.broker import LocalBroker
+from app.adapters.broker import LocalBroker
 from tests.integration._worker_proc import Names
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from app.adapters.files import parse_map, read_events
+from app.adapters.policy_files import load_policy
 from app.domain.state import DAY_MS
-from app.io import parse_map, read_events
-from app.policy_files import load_policy
 from schemas import decode_event
 from tests.integration._worker_data import (
     Doc,

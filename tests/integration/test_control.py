@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from app.adapters.policy_files import load_policy
 from app.domain.policy import Policy
 from app.domain.population import Cutoffs, exact_cutoffs
-from app.policy_files import load_policy
 from tests.integration._worker_data import expected, generate, partitions_of
 from tests.integration._worker_proc import (
     INPUT_TOPICS,

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.broker import free_port
+from app.adapters.broker import free_port
 from tests.integration._worker_data import generate
 from tests.integration._worker_proc import (
     INPUT_TOPICS,

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from app.adapters.policy_files import load_policy
 from app.domain.outputs import snapshot
 from app.domain.replay import replay, sort_key
-from app.policy_files import load_policy
 from schemas import decode_event
 from tests.integration._worker_data import START_MS, normalize
 from tests.integration._worker_proc import (

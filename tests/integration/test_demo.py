@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from app.demo import DemoConfig, run_demo
+from app.tools.demo import DemoConfig, run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +176,7 @@ def test_demo_fails_clearly_when_the_worker_cannot_start() -> None:
 def test_live_view_renders_changes_and_counts() -> None:
     """The terminal view (no broker needed): latest changes with from -> to, direction and
     reason, counters and customers per tier; the probe customer is not counted."""
-    from app.demo import PROBE_CUSTOMER, DemoState, render
+    from app.tools.demo import PROBE_CUSTOMER, DemoState, render
 
     def ce(cid: str, frm: str | None, to: str, direction: str, reasons: list[str]) -> dict:
         return {

@@ -48,8 +48,8 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from app.broker import LocalBroker
-from app.policy_files import load_policy
+from app.adapters.broker import LocalBroker
+from app.adapters.policy_files import load_policy
 from tests.integration._feeder import SEQ_HEADER, Feeder
 from tests.integration._worker_data import (
     Doc,

@@ -25,7 +25,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.policy_files import load_policy
+from app.adapters.policy_files import load_policy
 from tests.integration._worker_data import (
     START_MS,
     TOPIC_OF_KIND,

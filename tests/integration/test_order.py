@@ -3,7 +3,7 @@
 Each input topic is loaded whole before the worker starts -- all purchases, then all
 interactions, then all profiles -- so every topic-partition has months of backlog and the
 consumer fetches them in chunks, round robin. Without stream-time synchronisation
-(app.ordering) purchases ran weeks of event time ahead of interactions and profiles, and
+(app.service.ordering) purchases ran weeks of event time ahead of interactions and profiles, and
 path-dependent state (tier history, lifecycle stages, churn episodes) of customers with
 events on several topics differed from ``classify``. With it, every customer -- not only
 those of one topic -- ends exactly where the batch replay does, and emits exactly its tier
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from app.policy_files import load_policy
+from app.adapters.policy_files import load_policy
 from tests.integration._worker_data import (
     expected,
     generate,

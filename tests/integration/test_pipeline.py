@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.policy_files import load_policy
+from app.adapters.policy_files import load_policy
 from schemas.codec import iso
 from tests.integration._worker_data import (
     TOPIC_OF_KIND,

@@ -14,9 +14,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
-from app.broker import LocalBroker
+from app.adapters.broker import LocalBroker
 from app.cli import cli
-from app.simulate import SimulationConfig, simulate
+from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import kind_of
 
 pytestmark = pytest.mark.integration

@@ -25,10 +25,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from app.adapters.policy_files import load_policy
 from app.cli import cli
-from app.explain import explain
-from app.policy_files import load_policy
-from app.web import partition_of
+from app.service.explain import explain
+from app.stream.web import partition_of
 from tests.integration._worker_data import (
     TOPIC_OF_KIND,
     Doc,

@@ -13,12 +13,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from app.classify import classify_events, customer_snapshots, output_lines, write_lines
+from app.adapters.kafka import ensure_topics, make_producer
+from app.adapters.policy_files import load_policy
 from app.cli import cli
-from app.policy_files import load_policy
-from app.produce import ensure_topics, make_producer
+from app.service.batch_replay import classify_events, customer_snapshots, output_lines, write_lines
 from app.settings import load_settings
-from app.simulate import SimulationConfig, simulate
+from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event, encode_snapshot
 from tests.integration._worker_proc import Names
 

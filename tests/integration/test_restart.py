@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types.tuples import TP
 
-from app.policy_files import load_policy
-from app.recovery import fetch_high_watermarks
+from app.adapters.policy_files import load_policy
+from app.stream.recovery import fetch_high_watermarks
 from tests.integration._worker_data import (
     expected,
     generate,
@@ -70,7 +70,7 @@ def test_restart_after_kill_and_term_loses_nothing_and_counts_once(
 def test_changelog_end_is_the_fetch_high_watermark(names: Names) -> None:
     """Recovery reads a changelog partition up to the high watermark a ``Fetch`` reports:
     the local broker's ``ListOffsets`` gives the base offset of the last record batch
-    plus one instead of the log end (``app.recovery``, fault 1)."""
+    plus one instead of the log end (``app.stream.recovery``, fault 1)."""
     topic = names.topic("end-check")
 
     async def run() -> tuple[int, dict[TP, int]]:

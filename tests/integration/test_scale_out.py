@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.policy_files import load_policy
+from app.adapters.policy_files import load_policy
 from tests.integration._worker_data import (
     Doc,
     expected,

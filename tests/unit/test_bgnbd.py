@@ -1,4 +1,4 @@
-"""BG/NBD and Gamma-Gamma (app.domain.bgnbd, app.fit, ``tierstream fit``).
+"""BG/NBD and Gamma-Gamma (app.domain.bgnbd, app.tools.fit, ``tierstream fit``).
 
 The reference is the paper (Fader, Hardie & Lee 2005: CDNOW, 2,357 customers, calibrated
 on the 39 weeks to 1997-09-30: r = 0.243, alpha = 4.414, a = 0.793, b = 2.426, LL = -9582.4)
@@ -23,8 +23,8 @@ from scipy.special import hyp2f1
 from typer.testing import CliRunner
 
 import app.domain.bgnbd
-import app.fit
-from app.classify import decode_lines
+import app.tools.fit
+from app.adapters.files import parse_map, read_events
 from app.cli import cli
 from app.domain.bgnbd import (
     BgNbd,
@@ -34,7 +34,8 @@ from app.domain.bgnbd import (
     model_to_yaml,
     parse_model,
 )
-from app.fit import (
+from app.service.batch_replay import decode_lines
+from app.tools.fit import (
     FitError,
     FitResult,
     bgnbd_log_likelihood,
@@ -42,7 +43,6 @@ from app.fit import (
     replace_model_block,
     summarize,
 )
-from app.io import parse_map, read_events
 from schemas.codec import parse_timestamp
 from tests.builders import DAY, at, purchase, refund
 
@@ -406,7 +406,7 @@ def test_model_to_yaml_round_trips(model: Model) -> None:
 
 
 def test_docstring_examples() -> None:
-    for module in (app.domain.bgnbd, app.fit):
+    for module in (app.domain.bgnbd, app.tools.fit):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 
@@ -557,7 +557,7 @@ lifecycle:
 def test_fit_writes_the_model_into_a_policy_keeping_comments(
     cdnow_jsonl: Path, tmp_path: Path
 ) -> None:
-    from app.policy_files import load_policy
+    from app.adapters.policy_files import load_policy
 
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)

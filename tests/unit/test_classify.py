@@ -13,12 +13,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from app.adapters.policy_files import load_policy
 from app.cli import cli
 from app.domain.engine import tick
 from app.domain.outputs import snapshot
 from app.domain.replay import replay, sort_key
-from app.policy_files import load_policy
-from app.simulate import SimulationConfig, simulate
+from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event, encode_output, encode_snapshot
 
 CDNOW = Path(__import__("lifetimes").__file__).parent / "datasets" / "CDNOW_sample.txt"

@@ -21,12 +21,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
-from app import broker as broker_mod
-from app.broker import LocalBroker, free_port
+from app.adapters import broker as broker_mod
+from app.adapters.broker import LocalBroker, free_port
 from app.cli import cli
 from app.errors import BrokerError, ConfigError
 from app.settings import load_settings
-from app.simulate import SimulationConfig, simulate
+from app.tools.simulate import SimulationConfig, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 ABCD = ROOT / "examples" / "value-tiers-abcd.yaml"

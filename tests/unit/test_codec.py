@@ -192,7 +192,7 @@ def test_numeric_attributes_are_bounded(value: Any) -> None:
 
 
 def test_csv_cell_with_a_huge_integer_is_an_invalid_value() -> None:
-    from app.io import parse_cell
+    from app.adapters.files import parse_cell
 
     cell = parse_cell("quantity", "1" + "0" * 400)
     assert cell == HUGE  # the CSV reader keeps it an exact int

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from app.metrics import METRICS as WORKER_METRICS
-from app.policy_files import parse_policy
+from app.adapters.policy_files import parse_policy
 from app.settings import Settings
+from app.stream.metrics import METRICS as WORKER_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -18,15 +18,15 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from app.classify import population_cutoffs
+from app.adapters.policy_files import load_policy
 from app.domain.engine import reevaluate, step
 from app.domain.outputs import TierChange, tier_direction
 from app.domain.policy import Policy, policy_from_dict
 from app.domain.replay import ReplayResult, replay, sort_key
 from app.domain.state import CustomerState
-from app.policy_files import load_policy
-from app.shadow import diff_states
-from app.simulate import SimulationConfig, simulate
+from app.service.batch_replay import population_cutoffs
+from app.service.shadow import diff_states
+from app.tools.simulate import SimulationConfig, simulate
 from schemas import decode_event, encode_output, load_schema
 from tests.builders import DAY, interaction
 

@@ -56,7 +56,7 @@ def test_every_schema_is_documented(schema: str) -> None:
 
 
 def _metrics() -> list[str]:
-    from app.metrics import METRICS
+    from app.stream.metrics import METRICS
 
     return sorted(METRICS)
 

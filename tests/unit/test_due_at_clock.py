@@ -21,14 +21,14 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.classify import classify_events
+from app.adapters.policy_files import load_policy
 from app.domain.engine import advance, step, tick
 from app.domain.events import Event
 from app.domain.outputs import Output
 from app.domain.policy import Policy
 from app.domain.replay import replay
 from app.domain.state import CustomerState, state_to_dict
-from app.policy_files import load_policy
+from app.service.batch_replay import classify_events
 from schemas import encode_output
 from tests.builders import DAY, interaction, purchase
 

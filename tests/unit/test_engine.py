@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from app.adapters.policy_files import load_policy
 from app.domain.engine import step, tick
 from app.domain.events import Event
 from app.domain.features import FEATURES, compute_features, rfm_summary, rolling
@@ -26,7 +27,6 @@ from app.domain.state import (
     state_to_dict,
     window_values,
 )
-from app.policy_files import load_policy
 from schemas import encode_output
 from tests.builders import DAY, at, interaction, profile, purchase, random_events, refund
 

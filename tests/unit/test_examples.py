@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from app.classify import classify_events
+from app.adapters.policy_files import load_policy
 from app.domain.engine import reevaluate, step, tick
 from app.domain.events import Event
 from app.domain.outputs import Output, TierChange
 from app.domain.policy import Policy
 from app.domain.population import Cutoffs
 from app.domain.state import CustomerState
-from app.policy_files import load_policy
+from app.service.batch_replay import classify_events
 from tests.builders import DAY, HOUR, at, interaction, profile, purchase
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

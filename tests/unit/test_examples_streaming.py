@@ -14,12 +14,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.classify import population_cutoffs
+from app.adapters.policy_files import load_policy
 from app.domain.engine import advance, step, tick
 from app.domain.outputs import Output
 from app.domain.replay import replay
 from app.domain.state import DAY_MS, CustomerState, state_from_dict, state_to_dict
-from app.policy_files import load_policy
+from app.service.batch_replay import population_cutoffs
 from schemas import encode_output
 from tests.builders import random_events
 

@@ -1,5 +1,5 @@
-"""The explain document (app.explain) of customers built from events, with every reason
-computed by hand; and the pure routing helpers of the query views (app.web)."""
+"""The explain document (app.service.explain) of customers built from events, with every reason
+computed by hand; and the pure routing helpers of the query views (app.stream.web)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import pytest
 import yaml
 from aiokafka.partitioner import DefaultPartitioner
 
-import app.web
+import app.stream.web
+from app.adapters.policy_files import load_policy
 from app.domain.engine import step
 from app.domain.events import Event
 from app.domain.policy import policy_from_dict
 from app.domain.state import CustomerState
-from app.explain import explain, json_safe
-from app.policy_files import load_policy
-from app.web import cluster_view, owners, partition_of, same_worker
+from app.service.explain import explain, json_safe
+from app.stream.web import cluster_view, owners, partition_of, same_worker
 from tests.builders import DAY, HOUR, at, interaction, purchase, refund
 
 DEFAULT = load_policy()  # value-tiers@2: A 3000/12, B 1000/6 over 365 days, C spend_90d 100
@@ -198,7 +198,7 @@ def test_same_worker_compares_host_and_port() -> None:
     assert same_worker("http://h", "http://h:80")
 
 
-@pytest.mark.parametrize("module", [app.web], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [app.stream.web], ids=lambda m: m.__name__)
 def test_doctests(module: Any) -> None:
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from app.io import InputError, SourceLine, detect_format, parse_cell, parse_map, read_events
+from app.adapters.files import (
+    InputError,
+    SourceLine,
+    detect_format,
+    parse_cell,
+    parse_map,
+    read_events,
+)
 from schemas.codec import decode_event
 
 

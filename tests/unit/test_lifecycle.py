@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.adapters.policy_files import load_policy
 from app.domain.engine import advance, step, tick
 from app.domain.events import Event
 from app.domain.lifecycle import STAGES
 from app.domain.outputs import LifecycleChange, Output, UpgradeCandidate
 from app.domain.state import CustomerState
-from app.policy_files import load_policy
 from tests.builders import DAY, HOUR, at, interaction, purchase
 
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "examples" / "gold-silver-bronze.yaml")

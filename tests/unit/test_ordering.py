@@ -1,10 +1,10 @@
-"""Event-time order across a partition's input topics (app.ordering.EventTimeOrder)."""
+"""Event-time order across a partition's input topics (app.service.ordering.EventTimeOrder)."""
 
 from __future__ import annotations
 
 import random
 
-from app.ordering import EventTimeOrder
+from app.service.ordering import EventTimeOrder
 
 TOPICS = ("purchases", "interactions", "profiles")
 
@@ -138,7 +138,7 @@ def test_any_arrival_pattern_gives_the_merged_event_time_order() -> None:
 def test_docstring_example() -> None:
     import doctest
 
-    import app.ordering
+    import app.service.ordering
 
-    result = doctest.testmod(app.ordering)
+    result = doctest.testmod(app.service.ordering)
     assert result.failed == 0 and result.attempted > 0

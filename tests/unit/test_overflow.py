@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.classify import population_cutoffs
+from app.adapters.policy_files import load_policy
 from app.domain.engine import advance, step, tick
 from app.domain.errors import InvalidEvent
 from app.domain.events import Event
@@ -37,7 +37,7 @@ from app.domain.state import (
     state_to_dict,
     window_values,
 )
-from app.policy_files import load_policy
+from app.service.batch_replay import population_cutoffs
 from schemas import decode_event, encode_output, encode_snapshot
 from schemas.codec import MAX_NUMBER
 

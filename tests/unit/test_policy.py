@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+import app.adapters.policy_files
 import app.domain.policy
-import app.policy_files
+from app.adapters.policy_files import load_policy, parse_policy
 from app.domain.errors import PolicyError
 from app.domain.features import FEATURES
 from app.domain.policy import Policy, policy_from_dict
-from app.policy_files import load_policy, parse_policy
 
 
 def base(**changes: Any) -> dict[str, Any]:
@@ -233,7 +233,7 @@ def test_yaml_text_parses_like_the_dict() -> None:
 
 
 def test_docstring_examples() -> None:
-    for module in (app.domain.policy, app.policy_files):
+    for module in (app.domain.policy, app.adapters.policy_files):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0
 

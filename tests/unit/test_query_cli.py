@@ -1,5 +1,5 @@
 """``tierstream explain`` and ``tierstream policy diff --worker`` against stand-in workers
-(stdlib HTTP servers answering as app.web does): what is printed, the exit codes, and
+(stdlib HTTP servers answering as app.stream.web does): what is printed, the exit codes, and
 that the merged diff of the workers equals the diff of all their customers."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from app.broker import free_port
+from app.adapters.broker import free_port
+from app.adapters.policy_files import load_policy
 from app.cli import cli
 from app.domain.engine import step
 from app.domain.state import CustomerState
 from app.errors import ConfigError
-from app.explain import explain
-from app.policy_files import load_policy
-from app.shadow import diff_states
+from app.service.explain import explain
+from app.service.shadow import diff_states
 from tests.builders import DAY, at, purchase
 
 POLICY = load_policy()
@@ -120,9 +120,7 @@ def test_explain_prints_tier_stage_reasons_and_key_features(
 def test_explain_unknown_customer_exits_1_and_no_worker_exits_2(
     stubs: Callable[[Routes], Stub],
 ) -> None:
-    worker = stubs(
-        lambda m, p, b: (404, {"error": "unknown customer", "customer_id": "nobody"})
-    )
+    worker = stubs(lambda m, p, b: (404, {"error": "unknown customer", "customer_id": "nobody"}))
     result = CliRunner().invoke(cli, ["explain", "nobody", "--url", worker.url])
     assert result.exit_code == 1
     assert "unknown customer 'nobody'" in result.stderr
@@ -150,8 +148,8 @@ def test_policy_diff_needs_exactly_one_source(tmp_path: Path) -> None:
 def worker_routes(
     url: Callable[[], str], partitions: list[int], states: list[CustomerState]
 ) -> Routes:
-    """A worker answering /policy/diff as app.web does, over ``states``."""
-    from app.policy_files import parse_policy
+    """A worker answering /policy/diff as app.stream.web does, over ``states``."""
+    from app.adapters.policy_files import parse_policy
 
     def routes(method: str, path: str, body: bytes) -> tuple[int, Any]:
         assert method == "POST" and path.startswith("/policy/diff?examples=2")

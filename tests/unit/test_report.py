@@ -15,9 +15,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from app.classify import classify_events, customer_snapshots, output_lines, write_lines
+from app.adapters.policy_files import load_policy
 from app.cli import cli
-from app.policy_files import load_policy
 from app.report import (
     DAY_MS,
     Outputs,
@@ -28,7 +27,8 @@ from app.report import (
     render_html,
     time_ticks,
 )
-from app.simulate import SimulationConfig, simulate
+from app.service.batch_replay import classify_events, customer_snapshots, output_lines, write_lines
+from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event, encode_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]

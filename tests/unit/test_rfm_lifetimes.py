@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from app.adapters.policy_files import load_policy
 from app.domain.engine import step
 from app.domain.events import Event
 from app.domain.features import RFMSummary, rfm_summary
 from app.domain.replay import replay, sort_key
 from app.domain.state import CustomerState, day_of
-from app.policy_files import load_policy
 from tests.builders import DAY, at, purchase, refund
 
 pd = pytest.importorskip("pandas")

@@ -21,12 +21,12 @@ from jsonschema import Draft202012Validator
 
 import schemas
 import schemas.codec
+from app.adapters.policy_files import load_policy
 from app.domain.engine import advance
 from app.domain.errors import InvalidEvent
 from app.domain.events import EventKind
 from app.domain.outputs import snapshot
 from app.domain.replay import replay
-from app.policy_files import load_policy
 from schemas import (
     REASONS,
     SCHEMA_FILES,

@@ -14,13 +14,13 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from app.classify import classify_events, population_cutoffs
 from app.cli import cli
 from app.domain.policy import Policy, policy_from_dict
 from app.domain.replay import replay
 from app.domain.state import CustomerState, state_to_dict
-from app.shadow import NO_TIER, Example, PolicyDiff, diff_events, diff_states
-from app.simulate import SimulationConfig, simulate
+from app.service.batch_replay import classify_events, population_cutoffs
+from app.service.shadow import NO_TIER, Example, PolicyDiff, diff_events, diff_states
+from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event
 from tests.builders import DAY, at, interaction, purchase, refund
 

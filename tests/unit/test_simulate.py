@@ -10,10 +10,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from app.classify import classify_events
+from app.adapters.policy_files import load_policy
 from app.cli import cli
-from app.policy_files import load_policy
-from app.simulate import Simulation, SimulationConfig, simulate
+from app.service.batch_replay import classify_events
+from app.tools.simulate import Simulation, SimulationConfig, simulate
 from schemas.codec import decode_event, parse_timestamp
 
 CONFIG = SimulationConfig(customers=400, days=365, seed=11)

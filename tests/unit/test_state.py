@@ -9,6 +9,7 @@ import random
 import orjson
 import pytest
 
+from app.adapters.policy_files import load_policy
 from app.domain.engine import step
 from app.domain.features import compute_features
 from app.domain.replay import replay
@@ -23,7 +24,6 @@ from app.domain.state import (
     state_to_dict,
     window_values,
 )
-from app.policy_files import load_policy
 from tests.builders import DAY, at, interaction, purchase, random_events
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.io import SourceLine
+from app.adapters.kafka import ensure_topics, make_producer
+from app.service.source import SourceLine
 from app.settings import Settings
 from schemas.codec import encode_input, kind_of
 
@@ -48,27 +48,6 @@ class Record:
     value: bytes
 
 
-def client_kwargs(settings: Settings) -> dict[str, Any]:
-    """aiokafka connection arguments (bootstrap, security) from the settings."""
-    kw: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.security_protocol.startswith("SASL"):
-        kw["sasl_mechanism"] = settings.sasl_mechanism
-        kw["sasl_plain_username"] = settings.sasl_username
-        kw["sasl_plain_password"] = (
-            settings.sasl_password.get_secret_value() if settings.sasl_password else None
-        )
-    if settings.security_protocol.endswith("SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        kw["ssl_context"] = create_ssl_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
-    return kw
-
-
 def to_record(doc: Mapping[str, Any], settings: Settings) -> Record:
     """Topic, key and value of one input document (it must have a ``customer_id``)."""
     topic = settings.topic(INPUT_TOPICS[kind_of(doc)])
@@ -93,37 +72,8 @@ def to_records(
     return records, skipped
 
 
-async def ensure_topics(settings: Settings, names: Iterable[str]) -> list[str]:
-    """Create the topics that do not exist yet (``settings.partitions`` partitions);
-    returns the names created."""
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in dict.fromkeys(names) if n not in existing]
-        if missing:
-            await admin.create_topics(
-                [NewTopic(n, settings.partitions, settings.replication_factor) for n in missing]
-            )
-        return missing
-    finally:
-        await admin.close()
-
-
 def input_topic_names(settings: Settings) -> list[str]:
     return [settings.topic(t) for t in INPUT_TOPICS.values()]
-
-
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    """A throughput-oriented producer; idempotence off (the local broker has none)."""
-    return AIOKafkaProducer(
-        **client_kwargs(settings),
-        enable_idempotence=False,
-        acks=1,
-        linger_ms=20,
-        max_batch_size=256 * 1024,
-        request_timeout_ms=30_000,
-    )
 
 
 class Pacer:

@@ -13,7 +13,7 @@ Touched customers are kept *dirty* in memory, not written per batch. :meth:`Cust
 customer touched since the previous flush, however many events and batches touched them,
 like the record cache of Kafka Streams: a heavy buyer seen in every batch is encoded and
 written once per flush instead of once per batch. The agent acks the events only once a
-flush that covers them is on the broker (see :mod:`app.faust_app`).
+flush that covers them is on the broker (see :mod:`app.stream.app`).
 
 Ordering: the records of a batch are processed in the order given, which for one
 partition is offset order; a customer's events all live on one partition per topic (key =
@@ -32,7 +32,6 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from app.census import NONE, Census, Place
 from app.domain.engine import StepResult, reevaluate, step, tick
 from app.domain.errors import InvalidEvent
 from app.domain.events import Event, EventKind
@@ -46,7 +45,8 @@ from app.domain.outputs import (
 )
 from app.domain.policy import Policy
 from app.domain.state import CustomerState, state_from_dict, state_to_dict
-from app.timers import DueIndex, ReadProgress
+from app.service.census import NONE, Census, Place
+from app.service.due import DueIndex, ReadProgress
 from schemas import OUTPUT_TOPICS, decode_event, encode_output, encode_snapshot
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class Flush:
     #: the flushed states by customer id (they enter :class:`StateCache` once written)
     states: dict[str, CustomerState] = field(default_factory=dict)
     #: per write: ``(partition, (tier, stage) the table held or None, (tier, stage) now)``
-    #: (:class:`app.census.Census`)
+    #: (:class:`app.service.census.Census`)
     moves: list[tuple[int, Place, tuple[str | None, str | None]]] = field(default_factory=list)
 
 
@@ -281,7 +281,7 @@ class CustomerBatch:
         self._step = step_fn
         self._clock = clock
         self.cache = StateCache(cache_size)
-        #: when this worker's customers next fall due (see :mod:`app.timers`)
+        #: when this worker's customers next fall due (see :mod:`app.service.due`)
         self.due = DueIndex()
         #: how far each input topic-partition has been read (the timer's watermark)
         self.read = ReadProgress()
@@ -537,7 +537,7 @@ class CustomerBatch:
         self._dirty.clear()
         self.unflushed_events = 0
         self.cache.clear()
-        self.due.clear()  # the owner rebuilds it from the table (see app.faust_app)
+        self.due.clear()  # the owner rebuilds it from the table (see app.stream.app)
         self.read.clear()  # reading restarts where the partitions' next owner commits
 
     def _decode(self, record: InputRecord, max_ts: int) -> Event:
@@ -640,7 +640,7 @@ class Counters:
     sweeps: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
     #: records processed out of event-time order because a co-partitioned input topic
-    #: with unread records delivered none within ``order_wait_s`` (app.ordering)
+    #: with unread records delivered none within ``order_wait_s`` (app.service.ordering)
     order_forced: int = 0
 
     def add(self, outcome: BatchOutcome) -> None:

@@ -2,8 +2,8 @@
 
 What happens, in order:
 
-1. a simulated stream is generated (:mod:`app.simulate`), months of event time;
-2. the local broker starts on a free port (:class:`app.broker.LocalBroker`);
+1. a simulated stream is generated (:mod:`app.tools.simulate`), months of event time;
+2. the local broker starts on a free port (:class:`app.adapters.broker.LocalBroker`);
 3. a worker starts as a subprocess (``python -m app.cli worker``) with a fresh app id and
    the memory store, configured through ``TIERSTREAM_*`` environment variables;
 4. a probe event is sent and the demo waits for its tier change: that proves the worker
@@ -51,20 +51,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from app.broker import LocalBroker, free_port
+from app.adapters.broker import LocalBroker, free_port
+from app.adapters.kafka import ensure_topics, make_producer
+from app.adapters.policy_files import load_policy
 from app.domain.errors import TierstreamError
-from app.policy_files import load_policy
-from app.produce import (
-    Record,
-    client_kwargs,
-    ensure_topics,
-    input_topic_names,
-    make_producer,
-    send_records,
-    to_record,
-)
 from app.settings import Settings, load_settings
-from app.simulate import DEFAULT_START, SimulationConfig, simulate
+from app.tools.produce import Record, input_topic_names, send_records, to_record
+from app.tools.simulate import DEFAULT_START, SimulationConfig, simulate
 
 if TYPE_CHECKING:
     from app.report import Outputs
@@ -466,7 +459,7 @@ async def _demo(
     consumer = AIOKafkaConsumer(
         tier_topic,
         churn_topic,
-        **client_kwargs(settings),
+        **settings.kafka_client_kwargs(),
         group_id=None,
         auto_offset_reset="earliest",
     )

@@ -1,21 +1,22 @@
 """The worker's query views (Faust web pages), beside ``/healthz``.
 
-Registered by :meth:`app.faust_app.TierstreamApp._add_pages` on every worker:
+Registered by :meth:`app.stream.app.TierstreamApp._add_pages` on every worker:
 
 ``GET /customers/{customer_id}``
     The customer's tier, stage, churn status, upgrade flag, the features that decide the
-    tier and the latest explanation (:func:`app.explain.explain`): :func:`customer_view`.
+    tier and the latest explanation (:func:`app.service.explain.explain`): :func:`customer_view`.
     Routed and answered like the explain (404 for an unknown customer, 503 while the
     owner is unavailable).
 ``GET /customers/{customer_id}/explain``
     The customer's tier, stage, hysteresis and upgrade flags, the policy's features as of
-    the last evaluation and why (:func:`app.explain.explain`). Any worker answers: the
+    the last evaluation and why (:func:`app.service.explain.explain`). Any worker answers: the
     request is forwarded to the worker that owns the customer's partition (see *Routing*).
     404 ``{"error": ..., "customer_id": ...}`` for a customer nobody has seen; 503 while
     the partition's owner is rebalancing, recovering its table or unreachable.
 ``POST /policy/diff`` (body: a policy YAML; query ``examples=N``, ``as_of=MS``)
     Shadow evaluation of that policy over *this worker's* customers
-    (:func:`app.shadow.diff_states`): a :class:`app.shadow.PolicyDiff` in its JSON form,
+    (:func:`app.service.shadow.diff_states`): a :class:`app.service.shadow.PolicyDiff` in
+    its JSON form,
     plus ``worker`` (this worker's URL and the partitions it covered). 400 with every
     problem for an invalid policy. ``tierstream policy diff --worker`` asks every worker
     and merges the diffs.
@@ -24,7 +25,7 @@ Registered by :meth:`app.faust_app.TierstreamApp._add_pages` on every worker:
     table metadata (every worker has the same), so clients can fan out.
 ``GET /tiers/local``
     Customers per tier and per stage in *this worker's* table partitions
-    (:class:`app.census.Census`: the flushed states, counted as they are written).
+    (:class:`app.service.census.Census`: the flushed states, counted as they are written).
 ``GET /tiers``
     The population per tier and per stage over all workers: every worker of ``/cluster``
     is asked for ``/tiers/local`` and the answers are added up, once each partition was
@@ -74,8 +75,8 @@ from app.domain.policy import Policy
 from app.domain.state import CustomerState
 
 if TYPE_CHECKING:
-    from app.faust_app import TierstreamApp
-    from app.shadow import PolicyDiff
+    from app.service.shadow import PolicyDiff
+    from app.stream.app import TierstreamApp
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,7 @@ def _unavailable(web: Any, why: str, **extra: Any) -> Any:
 
 def customer_view(policy: Policy, state: CustomerState) -> dict[str, Any]:
     """``GET /customers/{id}``: where the customer stands, and why (the explain)."""
-    from app.explain import evaluated_at, explain
+    from app.service.explain import evaluated_at, explain
 
     why = explain(policy, state)
     return {
@@ -395,7 +396,7 @@ async def _explain(
     render: Callable[[Policy, CustomerState], dict[str, Any]] | None = None,
 ) -> Any:
     """The customer's explain (or ``render`` of the state), from the partition's owner."""
-    from app.explain import explain
+    from app.service.explain import explain
 
     partition = partition_of(customer_id, partitions)
     owner = node.owner(partition)
@@ -452,8 +453,8 @@ async def _forward(tapp: TierstreamApp, web: Any, request: Any, owner: str, part
 
 
 async def _policy_diff(tapp: TierstreamApp, node: Node, web: Any, request: Any) -> Any:
+    from app.adapters.policy_files import parse_policy
     from app.domain.errors import PolicyError
-    from app.policy_files import parse_policy
 
     try:
         text = (await web.read_request_content(request)).decode("utf-8")
@@ -495,7 +496,7 @@ def _states(tapp: TierstreamApp, partitions: set[int]) -> Iterator[CustomerState
     """The newest state of every customer of ``partitions``: the ones touched since the
     last flush (some are in no store yet), then the stored ones, decoded only when not in
     memory (as :meth:`TierstreamApp.lookup`)."""
-    from app.batching import decode_state
+    from app.service.processor import decode_state
 
     fresh = {s.customer_id: s for p, s in tapp.batch.unflushed_states() if p in partitions}
     yield from fresh.values()
@@ -512,7 +513,7 @@ async def worker_diff(
     """The diff of the policy in force against ``new`` over the customers of
     ``partitions``, a chunk at a time so that the worker keeps processing meanwhile.
     A new policy with percentile conditions decides with the cut-offs in force."""
-    from app.shadow import PolicyDiff, diff_states
+    from app.service.shadow import PolicyDiff, diff_states
 
     old = tapp.batch.policy
     if new.ranked:

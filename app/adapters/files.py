@@ -33,13 +33,13 @@ import io
 import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
 from app.domain.errors import TierstreamError
+from app.service.source import SourceLine
 
 Format = Literal["jsonl", "csv"]
 FORMATS: tuple[str, ...] = ("jsonl", "csv")
@@ -62,21 +62,6 @@ _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 class InputError(TierstreamError):
     """The input file cannot be read as asked (missing file, bad ``--map``, bad format)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceLine:
-    """One record of an input file: ``doc`` when it parsed, else ``reason``/``detail``.
-
-    ``line`` is the 1-based line number in the file (for a JSON array: the element
-    number); ``raw`` is the original text, kept for error reports.
-    """
-
-    line: int
-    raw: str
-    doc: dict[str, Any] | None = None
-    reason: str | None = None
-    detail: str | None = None
 
 
 def detect_format(path: Path, fmt: str | None = None) -> Format:

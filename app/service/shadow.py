@@ -488,11 +488,11 @@ def diff_events(
     examples: int = 3,
 ) -> PolicyDiff:
     """Replay ``events`` with ``old`` as ``tierstream classify`` does
-    (:func:`app.classify.classify_events`, advanced to ``as_of``, default the latest event
-    time) and diff the resulting states against ``new`` as of ``as_of`` (None: each
+    (:func:`app.service.batch_replay.classify_events`, advanced to ``as_of``, default
+    the latest event time) and diff the resulting states against ``new`` as of ``as_of`` (None: each
     customer's last evaluation). Percentile conditions of either policy are decided with
     the exact cut-offs of the replayed customers as of the time advanced to."""
-    from app.classify import classify_events, population_cutoffs
+    from app.service.batch_replay import classify_events, population_cutoffs
 
     result, at, cutoffs = classify_events(events, old, as_of)
     if new.ranked:

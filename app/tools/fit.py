@@ -40,13 +40,13 @@ import numpy.typing as npt
 from scipy.optimize import minimize
 from scipy.special import betaln, digamma, gammaln
 
+from app.adapters.policy_files import load_policy, parse_policy
 from app.domain.bgnbd import UNIT_DAYS, BgNbd, GammaGamma, Model, Unit, model_to_yaml
 from app.domain.errors import PolicyError, TierstreamError
 from app.domain.events import Event
 from app.domain.features import rfm_summary
 from app.domain.replay import replay, sort_key
 from app.domain.state import DAY_MS, day_of
-from app.policy_files import load_policy, parse_policy
 
 Array = npt.NDArray[np.float64]
 
@@ -362,7 +362,7 @@ def _blank_or_top_comment(line: str) -> bool:
 
 def write_model(path: Path, model: Model, write: bool) -> str:
     """The policy file's text with ``model`` in it, checked with
-    :func:`app.policy_files.parse_policy` (a :class:`PolicyError` when it would not load);
+    :func:`app.adapters.policy_files.parse_policy` (a :class:`PolicyError` when it would not load);
     written (atomically) only when ``write``. Returns the new text."""
     try:
         text = path.read_text("utf-8")

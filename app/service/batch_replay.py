@@ -21,7 +21,7 @@ from app.domain.outputs import snapshot
 from app.domain.policy import Policy
 from app.domain.population import Cutoffs, exact_cutoffs
 from app.domain.replay import ReplayResult, replay, sort_key
-from app.io import SourceLine
+from app.service.source import SourceLine
 from schemas.codec import decode_event, encode_output, encode_snapshot
 
 

@@ -1,17 +1,17 @@
 """Customers per tier and per lifecycle stage, per partition, kept up to date in O(changes).
 
-What ``tierstream_customers`` / ``tierstream_customers_by_stage`` (:mod:`app.metrics`) and
+What ``tierstream_customers`` / ``tierstream_customers_by_stage`` (:mod:`app.stream.metrics`) and
 ``GET /tiers`` report, without scanning (or decoding) the table at every scrape:
 
 - every flush knows, per customer it writes, the tier and stage the table held before
   (taken when the customer was first touched since the previous flush: the state then
   loaded *is* the stored one, or there was none) and the ones it writes now
-  (:attr:`app.batching.Flush.moves`); :meth:`Census.apply` adjusts the counts by those
+  (:attr:`app.service.processor.Flush.moves`); :meth:`Census.apply` adjusts the counts by those
   differences only, once the flush is on the broker;
 - after a table recovery or a rebalance the counts are rebuilt from the table in the
-  same pass that rebuilds the timer's due-time index (:meth:`app.batching.CustomerBatch.
+  same pass that rebuilds the timer's due-time index (:meth:`app.service.processor.CustomerBatch.
   rebuild_due`), reading ``"tier":`` and ``"stage":`` out of each stored state without
-  decoding it (:func:`peek_string`), as :func:`app.timers.peek_next_due` reads the due
+  decoding it (:func:`peek_string`), as :func:`app.service.due.peek_next_due` reads the due
   time;
 - partitions this worker no longer owns are left out when counting
   (:meth:`Census.totals` takes the partitions to count) and dropped at the next rebuild.

@@ -1,5 +1,5 @@
 """Why a customer is where they are: the body of ``GET /customers/{id}/explain``
-(:mod:`app.web`) and what ``tierstream explain`` prints.
+(:mod:`app.stream.web`) and what ``tierstream explain`` prints.
 
 :func:`explain` is pure: a policy and a customer's state in, plain JSON types out. The
 customer is looked at *as of their last evaluation*, ``max(state.clock,

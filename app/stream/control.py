@@ -20,7 +20,7 @@ plain consumer (no group: everyone reads everything):
     customers (outputs with trigger ``cutoffs_changed``) without waiting for their events.
 
 The control task only reads and publishes; the agent applies a new policy or cut-offs
-between batches (:meth:`app.faust_app.TierstreamApp.run_control`), so a customer's state
+between batches (:meth:`app.stream.app.TierstreamApp.run_control`), so a customer's state
 is only ever touched by the agent.
 """
 
@@ -36,6 +36,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from app.adapters.policy_files import parse_policy
 from app.domain.errors import PolicyError
 from app.domain.policy import Policy
 from app.domain.population import (
@@ -45,12 +46,10 @@ from app.domain.population import (
     encode_partition_sketches,
     merge_cutoffs,
 )
-from app.policy_files import parse_policy
-from app.produce import client_kwargs
 from app.settings import Settings
 
 if TYPE_CHECKING:
-    from app.faust_app import TierstreamApp
+    from app.stream.app import TierstreamApp
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ def decode_cutoffs(raw: bytes) -> Cutoffs:
 
 async def ensure_control_topics(settings: Settings) -> None:
     """Create the control topics (1 partition, compacted) that do not exist yet."""
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    admin = AIOKafkaAdminClient(**settings.kafka_client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -127,7 +126,7 @@ async def publish_policy(settings: Settings, text: str, source: str) -> Policy:
     """Validate ``text`` and publish it on the policy topic (``tierstream policy apply``).
     Raises PolicyError when invalid, or when the version in force has the same
     ``name@version`` but other content (a change needs a new version)."""
-    from app.produce import make_producer
+    from app.adapters.kafka import make_producer
 
     policy = parse_policy(text, source)
     await ensure_control_topics(settings)
@@ -156,7 +155,7 @@ async def publish_policy(settings: Settings, text: str, source: str) -> Policy:
 
 async def read_latest(settings: Settings, name: str) -> bytes | None:
     """The last record's value of a control topic (None: empty)."""
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), enable_auto_commit=False)
     await consumer.start()
     try:
         tp = TopicPartition(settings.topic(name), 0)
@@ -207,7 +206,7 @@ class ControlPlane:
         assert self.loaded is not None
         settings = self.settings
         await ensure_control_topics(settings)
-        consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), enable_auto_commit=False)
         await consumer.start()
         try:
             tps = [TopicPartition(settings.topic(t), 0) for t in CONTROL_TOPICS]

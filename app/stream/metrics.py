@@ -5,13 +5,13 @@ with the dashboards and alert rules in ``deploy/`` (README, Operations: never re
 per worker unless one is given: tests build their own and read values with
 ``registry.get_sample_value``). Two kinds of metric:
 
-* **counters**, added to once per batch from its :class:`~app.batching.BatchOutcome`
+* **counters**, added to once per batch from its :class:`~app.service.processor.BatchOutcome`
   (:meth:`WorkerMetrics.add`), per flush (:meth:`WorkerMetrics.add_flush`) and per timer
   run: the batch is tallied by label set first, then each label set's child is
   incremented once. Children are looked up once and kept, so a batch costs a few dict
   operations per label set, not a ``labels()`` call per event;
 * **state**, computed at scrape time by a collector from callbacks into the worker
-  (:class:`WorkerView`): customers per tier and stage (:class:`app.census.Census`, kept
+  (:class:`WorkerView`): customers per tier and stage (:class:`app.service.census.Census`, kept
   in O(changes)), table size, consumer and event-time lag, recovery, assignment, the
   policy in force. Nothing of it is updated per event.
 
@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 
 from app import __version__
-from app.batching import BatchOutcome, Flush
+from app.service.processor import BatchOutcome, Flush
 from schemas import REASONS
 
 #: Input kinds (``unknown``: a record of a topic that is no input topic, never expected).
@@ -85,7 +85,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 class WorkerView(Protocol):
-    """What the scrape-time collector asks the worker (:class:`app.faust_app.TierstreamApp`
+    """What the scrape-time collector asks the worker (:class:`app.stream.app.TierstreamApp`
     implements it). Called on the event loop, synchronously: keep each one cheap."""
 
     def tier_counts(self) -> tuple[Mapping[str, int], Mapping[str, int]]:

@@ -118,7 +118,7 @@ async def true_end_offsets(consumer: Any, tps: Iterable[TP]) -> dict[TP, int | N
 
 
 #: Per Faust app: the offset each source partition was positioned at by the last recovery
-#: (the timer's watermark, :mod:`app.timers`, needs to know where reading started).
+#: (the timer's watermark, :mod:`app.service.due`, needs to know where reading started).
 _START_OFFSETS: weakref.WeakKeyDictionary[Any, dict[TP, int]] = weakref.WeakKeyDictionary()
 
 

@@ -3,7 +3,7 @@ publishing what they produce.
 
 :func:`create_app` builds a :class:`TierstreamApp` from :class:`~app.settings.Settings`;
 the agents (``agents/``) attach themselves to it. Everything on the hot path uses raw
-bytes: the core's plumbing (:mod:`app.batching`) decodes and encodes.
+bytes: the core's plumbing (:mod:`app.service.processor`) decodes and encodes.
 
 Order of effects (at-least-once without losing outputs)
 -------------------------------------------------------
@@ -42,7 +42,15 @@ from faust.types import TP
 from faust.types import EventT as _EventT
 from mode.utils.aiter import aiter
 
-from app.batching import (
+from app.domain.errors import InvalidEvent
+from app.domain.events import Event
+from app.domain.outputs import Trigger
+from app.domain.policy import Policy
+from app.domain.population import Cutoffs, PartitionSketches
+from app.domain.state import CustomerState
+from app.service.due import partition_clocks
+from app.service.ordering import EventTimeOrder
+from app.service.processor import (
     INPUT_KINDS,
     BatchOutcome,
     Counters,
@@ -52,18 +60,10 @@ from app.batching import (
     table_key,
     wall_clock_ms,
 )
-from app.control import ControlPlane
-from app.domain.errors import InvalidEvent
-from app.domain.events import Event
-from app.domain.outputs import Trigger
-from app.domain.policy import Policy
-from app.domain.population import Cutoffs, PartitionSketches
-from app.domain.state import CustomerState
-from app.metrics import WorkerMetrics
-from app.ordering import EventTimeOrder
-from app.recovery import TierstreamRecovery, TierstreamTableManager, start_offsets
 from app.settings import Settings
-from app.timers import partition_clocks
+from app.stream.control import ControlPlane
+from app.stream.metrics import WorkerMetrics
+from app.stream.recovery import TierstreamRecovery, TierstreamTableManager, start_offsets
 from schemas import OUTPUT_TOPICS as EVENT_OUTPUT_TOPICS
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "web_host": settings.web_host,
         "autodiscover": False,
         # Recovery reads changelogs to their real end and positions every source
-        # partition before it resumes them (app.recovery).
+        # partition before it resumes them (app.stream.recovery).
         "TableManager": TierstreamTableManager,
         "worker_redirect_stdouts": False,
     }
@@ -173,7 +173,7 @@ class BatchTaker:
       lost events: a worker that joined, was handed a partition and revoked again before
       it processed anything acked what it skipped, and the revocation committed it.)
       After the rebalance every source partition is positioned at its committed offset
-      again (:mod:`app.recovery`), so skipped events are read again;
+      again (:mod:`app.stream.recovery`), so skipped events are read again;
     * a message of an acking topic is tracked as unacked (``Consumer.unacked``) until
       acked, so a rebalance (``Consumer.wait_empty``) waits for it; events taken and then
       given up (:meth:`untrack`: a rebalance, a stop, a failure) stop being tracked
@@ -408,7 +408,7 @@ class TierstreamApp:
         #: why this worker refused to run on (None: it did not)
         self.refused: str | None = None
         #: records taken but not processed yet: released in event-time order across the
-        #: input topics of a partition (app.ordering)
+        #: input topics of a partition (app.service.ordering)
         self.order: EventTimeOrder[tuple[StreamEvent, InputRecord, Event | InvalidEvent]] = (
             EventTimeOrder(self.batch.kinds, settings.order_wait_s)
         )
@@ -501,7 +501,7 @@ class TierstreamApp:
         return self.order.held
 
     def refuse(self, why: str) -> None:
-        """Refuse to run on (a setting clashes with the group's: app.web's clock-mode
+        """Refuse to run on (a setting clashes with the group's: app.stream.web's clock-mode
         check): log ``why`` once and stop the worker as on SIGTERM; ``tierstream worker``
         then reports ``why`` and exits with code 2 (:attr:`refused`)."""
         if self.refused is None:
@@ -563,14 +563,14 @@ class TierstreamApp:
                 }
             )
 
-        from app.web import register_pages  # query and explain views (app/web.py)
+        from app.stream.web import register_pages  # query and explain views (app/stream/web.py)
 
         register_pages(self)
 
     async def ready_to_process(self) -> None:
         """Before the first batch: output topics exist, and table recovery has finished
         (the table holds every changelog record, and the source partitions are
-        positioned at their committed offsets: :mod:`app.recovery`)."""
+        positioned at their committed offsets: :mod:`app.stream.recovery`)."""
         await self.declare_outputs()
         tables: Any = self.faust.tables
         await tables.recovery.completed.wait()
@@ -690,7 +690,7 @@ class TierstreamApp:
         if outcome.record_times:
             metrics.observe_latency(outcome.record_times)
 
-    # -- policy and cut-offs (app.control) ---------------------------------------------
+    # -- policy and cut-offs (app.stream.control) ---------------------------------------------
     @property
     def cutoffs(self) -> Cutoffs:
         """The population cut-offs in force (or about to be)."""
@@ -733,7 +733,7 @@ class TierstreamApp:
             return "reading the control topics (policy, cut-offs)"
         return None
 
-    # -- what the metrics ask at scrape time (app.metrics.WorkerView) -------------------
+    # -- what the metrics ask at scrape time (app.stream.metrics.WorkerView) -------------------
     def tier_counts(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
         return self.batch.census.totals(self.active_partitions())
 
@@ -840,7 +840,7 @@ class TierstreamApp:
 
     async def run_timer(self, *, force: bool = False) -> int:
         """Re-evaluate the customers whose due time their partition's clock has reached
-        (:mod:`app.timers`), at most every ``timer_interval_s``; their outputs are sent
+        (:mod:`app.service.due`), at most every ``timer_interval_s``; their outputs are sent
         and they are written at the next flush. Returns how many were re-evaluated."""
         loop = asyncio.get_running_loop()
         if not force and loop.time() < self._timer_at:
@@ -1004,7 +1004,7 @@ class TierstreamApp:
 def create_app(settings: Settings, policy: Policy | None = None) -> TierstreamApp:
     """The app with its topics and table; agents are registered by ``agents.register``."""
     if policy is None:
-        from app.policy_files import load_policy
+        from app.adapters.policy_files import load_policy
 
         policy = load_policy(settings.policy_file)
     return TierstreamApp(settings, policy)

@@ -1,0 +1,1 @@
+"""Kafka-free orchestration around the core: no faust, aiokafka or prometheus_client."""

@@ -1,0 +1,1 @@
+"""The Faust worker runtime: app, consumer and producer paths, recovery, timer, control, metrics."""

@@ -1,0 +1,1 @@
+"""Offline features behind commands: produce, simulate, fit, demo, report."""
