@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from app.classify import classify_events, customer_snapshots, output_lines, write_lines
 from app.cli import cli
 from app.policy_files import load_policy
-from app.report import (
+from app.simulate import SimulationConfig, simulate
+from app.tools.report.data import (
     DAY_MS,
     Outputs,
     build_report,
@@ -28,7 +29,6 @@ from app.report import (
     render_html,
     time_ticks,
 )
-from app.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event, encode_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
