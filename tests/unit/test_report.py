@@ -26,9 +26,9 @@ from app.tools.report.data import (
     infer_order,
     nice_ticks,
     parse_outputs,
-    render_html,
     time_ticks,
 )
+from app.tools.report.page import render_html
 from schemas.codec import decode_event, encode_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,9 +16,8 @@ from app.tools.report.data import (
     parse_outputs,
     parse_snapshots,
     read_topics,
-    render_html,
-    write_report,
 )
+from app.tools.report.page import render_html, write_report
 
 __all__ = [
     "CUSTOMERS_TOPIC",
