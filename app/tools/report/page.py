@@ -10,23 +10,25 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from app.tools.report.data import (
+from app.tools.report.charts import (
     CLEARED_COLOUR,
-    DAY_MS,
     LAST_TIER_COLOUR,
-    Outputs,
-    Report,
-    ReportError,
-    build_report,
     churn_chart,
     population_chart,
     revenue_chart,
-    revenue_shares,
     severity_colours,
     stage_chart,
     tier_colours,
     transition_matrix,
     ymd,
+)
+from app.tools.report.data import (
+    DAY_MS,
+    Outputs,
+    Report,
+    ReportError,
+    build_report,
+    revenue_shares,
 )
 
 CSS = """
