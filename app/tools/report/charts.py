@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from html import escape
 
-from app.tools.report.data import DAY_MS, NO_TIER, RevenueRow, Series, revenue_shares
+from app.tools.report.aggregates import DAY_MS, NO_TIER, RevenueRow, Series, revenue_shares
 
 #: Tier colours by rank (best first); the last tier of a policy is always grey.
 TIER_PALETTE = ("#6a3d9a", "#1f78b4", "#2a9d8f", "#33a02c", "#b8860b", "#e07b00", "#8c564b")

@@ -10,6 +10,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from app.tools.report.aggregates import DAY_MS, Report, build_report, revenue_shares
 from app.tools.report.charts import (
     CLEARED_COLOUR,
     LAST_TIER_COLOUR,
@@ -22,14 +23,7 @@ from app.tools.report.charts import (
     transition_matrix,
     ymd,
 )
-from app.tools.report.data import (
-    DAY_MS,
-    Outputs,
-    Report,
-    ReportError,
-    build_report,
-    revenue_shares,
-)
+from app.tools.report.data import Outputs, ReportError
 
 CSS = """
 :root { color-scheme: light; }
