@@ -20,9 +20,9 @@ from app.cli import cli
 from app.policy_files import load_policy
 from app.simulate import SimulationConfig, simulate
 from app.tools.report.aggregates import DAY_MS, build_report, infer_order
-from app.tools.report.charts import nice_ticks, time_ticks
 from app.tools.report.data import Outputs, parse_outputs
 from app.tools.report.page import render_html
+from app.tools.report.svg import nice_ticks, time_ticks
 from schemas.codec import decode_event, encode_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]

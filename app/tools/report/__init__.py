@@ -12,8 +12,9 @@ transition matrix, churn warnings over time by severity (and clearings), per-tie
 share (needs snapshots) and lifecycle stages by tier.
 
 One module per reason to change: :mod:`~app.tools.report.data` parses the outputs and
-snapshots (files, lines or topics), :mod:`~app.tools.report.aggregates` computes what the
-page shows (:func:`build_report`), :mod:`~app.tools.report.charts` draws the SVG charts,
+snapshots (files, lines or topics), :mod:`~app.tools.report.aggregates` computes what
+the page shows (:func:`build_report`), :mod:`~app.tools.report.charts` draws the SVG
+charts with the kit of :mod:`~app.tools.report.svg` (builder, axis ticks),
 :mod:`~app.tools.report.page` assembles the HTML (:func:`render_html`) and writes it
 (:func:`write_report`). What callers use is re-exported here.
 """

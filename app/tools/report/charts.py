@@ -1,17 +1,18 @@
 """The charts of the ``tierstream report`` page, drawn here as inline SVG (no scripts,
 fonts or images): tier population over time, the tier transition matrix, churn warnings
-over time, revenue share and lifecycle stages by tier; the colours of tiers and
-severities, and the axes' ticks."""
+over time, revenue share and lifecycle stages by tier; and the colours of tiers and
+severities, which the page's tables use too. The builder and the axes are in
+:mod:`app.tools.report.svg`."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from html import escape
 
 from app.tools.report.aggregates import DAY_MS, NO_TIER, RevenueRow, Series, revenue_shares
+from app.tools.report.svg import Svg, fmt_num, nice_ticks, spread, time_ticks, ymd
 
 #: Tier colours by rank (best first); the last tier of a policy is always grey.
 TIER_PALETTE = ("#6a3d9a", "#1f78b4", "#2a9d8f", "#33a02c", "#b8860b", "#e07b00", "#8c564b")
@@ -42,151 +43,9 @@ def severity_colours(severities: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def nice_ticks(hi: float, count: int = 5) -> list[float]:
-    """0 and round steps up to at least ``hi``."""
-    if hi <= 0:
-        return [0.0, 1.0]
-    raw = hi / count
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    n = math.ceil(hi / step - 1e-9)
-    return [i * step for i in range(n + 1)]
-
-
-def _fmt_num(v: float) -> str:
-    if abs(v - round(v)) < 1e-9:
-        return f"{round(v):,}"
-    return f"{v:,.1f}"
-
-
-def _date(ms: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-
-
-def ymd(ms: int) -> str:
-    return _date(ms).strftime("%Y-%m-%d")
-
-
-def time_ticks(t0: int, t1: int) -> list[tuple[int, str]]:
-    """Tick positions and labels for a time axis from ``t0`` to ``t1`` (ms)."""
-    days = (t1 - t0) / DAY_MS
-    d0 = _date(t0)
-    ticks: list[tuple[int, str]] = []
-    if days <= 21:
-        d = datetime(d0.year, d0.month, d0.day, tzinfo=UTC)
-        step = 1 if days <= 10 else 2
-        while (ms := int(d.timestamp() * 1000)) <= t1:
-            if ms >= t0:
-                ticks.append((ms, d.strftime("%b %d")))
-            d += timedelta(days=step)
-        return ticks
-    if days <= 120:
-        d = datetime(d0.year, d0.month, d0.day, tzinfo=UTC)
-        d -= timedelta(days=d.weekday())
-        while (ms := int(d.timestamp() * 1000)) <= t1:
-            if ms >= t0:
-                ticks.append((ms, d.strftime("%b %d")))
-            d += timedelta(days=7 if days <= 60 else 14)
-        return ticks
-    months = 1 if days <= 550 else 3 if days <= 1500 else 12
-    y, m = d0.year, d0.month
-    while True:
-        d = datetime(y, m, 1, tzinfo=UTC)
-        ms = int(d.timestamp() * 1000)
-        if ms > t1:
-            break
-        if ms >= t0 and (m - 1) % months == 0:
-            label = d.strftime("%Y") if months == 12 else d.strftime("%b %Y")
-            if months == 1 and m != 1 and ticks:
-                label = d.strftime("%b")
-            ticks.append((ms, label))
-        m += 1
-        if m > 12:
-            y, m = y + 1, 1
-    return ticks
-
-
-class _Svg:
-    """A tiny SVG builder: every text is escaped."""
-
-    def __init__(self, width: int, height: int, label: str) -> None:
-        self.width = width
-        self.height = height
-        self.parts: list[str] = [
-            f'<svg viewBox="0 0 {width} {height}" '
-            f'width="{width}" height="{height}" role="img" aria-label="{escape(label)}">'
-        ]
-
-    def add(self, markup: str) -> None:
-        self.parts.append(markup)
-
-    def text(
-        self,
-        x: float,
-        y: float,
-        content: str,
-        anchor: str = "start",
-        cls: str = "",
-        extra: str = "",
-    ) -> None:
-        c = f' class="{cls}"' if cls else ""
-        self.parts.append(
-            f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}"{c}{extra}>'
-            f"{escape(content)}</text>"
-        )
-
-    def rect(
-        self,
-        x: float,
-        y: float,
-        w: float,
-        h: float,
-        fill: str,
-        tip: str | None = None,
-        extra: str = "",
-    ) -> None:
-        body = f"<title>{escape(tip)}</title>" if tip else ""
-        self.parts.append(
-            f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" height="{max(h, 0):.1f}" '
-            f'fill="{fill}"{extra}>{body}</rect>'
-            if body
-            else f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(w, 0):.1f}" '
-            f'height="{max(h, 0):.1f}" fill="{fill}"{extra}/>'
-        )
-
-    def line(self, x1: float, y1: float, x2: float, y2: float, cls: str) -> None:
-        self.parts.append(
-            f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" class="{cls}"/>'
-        )
-
-    def done(self) -> str:
-        return "".join([*self.parts, "</svg>"])
-
-
-def _legend(svg: _Svg, x: float, y: float, items: Sequence[tuple[str, str]]) -> None:
-    """A horizontal legend of colour swatches and names starting at (x, y)."""
-    for name, colour in items:
-        svg.rect(x, y - 10, 12, 12, colour)
-        svg.text(x + 17, y, name, cls="legend")
-        x += 30 + 7.5 * len(name)
-
-
 def _text_colour(colour: str) -> str:
     """Tier colours are dark enough for text on white, except the light grey."""
     return "#6e7781" if colour == LAST_TIER_COLOUR else colour
-
-
-def spread(ys: Sequence[float], gap: float, lo: float, hi: float) -> list[float]:
-    """Sorted label positions moved apart by at least ``gap`` and kept within [lo, hi]
-    where they fit: pushed down, then back up from ``hi``."""
-    out: list[float] = []
-    for y in ys:
-        out.append(max(y, out[-1] + gap) if out else y)
-    if out and out[-1] > hi:
-        out[-1] = hi
-        for i in range(len(out) - 2, -1, -1):
-            out[i] = min(out[i], out[i + 1] - gap)
-    return [max(y, lo) if len(out) * gap <= hi - lo else y for y in out]
 
 
 def population_chart(series: Series, tiers: Sequence[str], colours: Mapping[str, str]) -> str:
@@ -206,10 +65,10 @@ def population_chart(series: Series, tiers: Sequence[str], colours: Mapping[str,
     def y(v: float) -> float:
         return top + ph - v / ymax * ph
 
-    svg = _Svg(w, h, "customers per tier over time")
+    svg = Svg(w, h, "customers per tier over time")
     for v in yt:
         svg.line(left, y(v), left + pw, y(v), "grid")
-        svg.text(left - 8, y(v) + 4, _fmt_num(v), "end", "tick")
+        svg.text(left - 8, y(v) + 4, fmt_num(v), "end", "tick")
     for ms, label in time_ticks(t0, t1):
         svg.line(x(ms), top + ph, x(ms), top + ph + 5, "axis")
         svg.text(x(ms), top + ph + 19, label, "middle", "tick")
@@ -255,7 +114,7 @@ def population_chart(series: Series, tiers: Sequence[str], colours: Mapping[str,
             cls="end-label",
             extra=f' style="fill:{_text_colour(colours[t])}"',
         )
-    _legend(svg, left, 16, [(f"tier {t}", colours[t]) for t in tiers])
+    svg.legend(left, 16, [(f"tier {t}", colours[t]) for t in tiers])
     return svg.done()
 
 
@@ -279,7 +138,7 @@ def transition_matrix(
     h = top + cell_h * len(rows) + 56
     hi = max(transitions.values(), default=0)
     rank = {t: i for i, t in enumerate(tiers)}
-    svg = _Svg(w, h, "tier transition matrix")
+    svg = Svg(w, h, "tier transition matrix")
     svg.text(left + cell_w * len(cols) / 2, 18, "to tier", "middle", "axis-label")
     svg.text(left - 14, top - 12, "from tier", "end", "axis-label")
     for j, t in enumerate(cols):
@@ -334,8 +193,7 @@ def transition_matrix(
             "cell-total",
         )
     ly = top + cell_h * len(rows) + 32
-    _legend(
-        svg,
+    svg.legend(
         left,
         ly,
         [
@@ -373,11 +231,11 @@ def churn_chart(
     def x(ms: float) -> float:
         return left + (ms - t0) / max(t1 - t0, 1) * pw
 
-    svg = _Svg(w, h, "churn warnings over time")
+    svg = Svg(w, h, "churn warnings over time")
     v = -math.floor(bottom_max / step) * step
     while v <= top_max + 1e-9:
         svg.line(left, y(v), left + pw, y(v), "grid")
-        svg.text(left - 8, y(v) + 4, _fmt_num(abs(v)), "end", "tick")
+        svg.text(left - 8, y(v) + 4, fmt_num(abs(v)), "end", "tick")
         v += step
     bw = pw / n
     unit = {1: "day", 7: "week"}.get(warnings.bucket_days, f"{warnings.bucket_days} days")
@@ -425,7 +283,7 @@ def churn_chart(
         svg.text(left + pw + 8, y(0) + 16, "▼ cleared", cls="legend-muted")
         svg.text(left + pw + 8, y(0) + 30, "(bought again)", cls="legend-muted")
     svg.text(left + pw / 2, h - 6, "event time", "middle", "axis-label")
-    _legend(svg, left, 16, [*((s, colours[s]) for s in severities), ("cleared", CLEARED_COLOUR)])
+    svg.legend(left, 16, [*((s, colours[s]) for s in severities), ("cleared", CLEARED_COLOUR)])
     return svg.done()
 
 
@@ -441,7 +299,7 @@ def revenue_chart(rows: Sequence[RevenueRow], colours: Mapping[str, str]) -> str
     left, right, top = 190, 24, 40
     pw = w - left - right
     h = top + len(labels) * (bar_h + gap) + 30
-    svg = _Svg(w, h, "share of customers and revenue by tier")
+    svg = Svg(w, h, "share of customers and revenue by tier")
     for k, (measure, label) in enumerate(labels.items()):
         y = top + k * (bar_h + gap)
         svg.text(left - 12, y + bar_h / 2 + 5, label, "end", "head")
@@ -478,9 +336,7 @@ def revenue_chart(rows: Sequence[RevenueRow], colours: Mapping[str, str]) -> str
             "axis",
         )
         svg.text(xx, top + len(labels) * (bar_h + gap) - gap + 22, f"{p}%", "middle", "tick")
-    _legend(
-        svg, left, 18, [(f"tier {r.tier}", colours.get(r.tier, LAST_TIER_COLOUR)) for r in rows]
-    )
+    svg.legend(left, 18, [(f"tier {r.tier}", colours.get(r.tier, LAST_TIER_COLOUR)) for r in rows])
     return svg.done()
 
 
@@ -499,12 +355,12 @@ def stage_chart(
     xt = nice_ticks(hi)
     xmax = xt[-1]
     order = [*tiers, *sorted(set().union(*stage_tiers.values()) - set(tiers))]
-    svg = _Svg(w, h, "customers per lifecycle stage and tier")
+    svg = Svg(w, h, "customers per lifecycle stage and tier")
     base_y = top + len(stages) * (bar_h + gap)
     for v in xt:
         xx = left + pw * v / xmax
         svg.line(xx, top - 6, xx, base_y - gap + 4, "grid")
-        svg.text(xx, base_y + 8, _fmt_num(v), "middle", "tick")
+        svg.text(xx, base_y + 8, fmt_num(v), "middle", "tick")
     for k, stage in enumerate(stages):
         y = top + k * (bar_h + gap)
         svg.text(left - 12, y + bar_h / 2 + 5, stage.replace("_", " "), "end", "head")
@@ -520,8 +376,7 @@ def stage_chart(
         svg.text(x + 6, y + bar_h / 2 + 5, f"{sum(counts.values()):,}", cls="end-label")
     svg.text(left + pw / 2, h - 4, "customers", "middle", "axis-label")
     legend = [t for t in order if any(stage_tiers[s].get(t) for s in stages)]
-    _legend(
-        svg,
+    svg.legend(
         left,
         18,
         [

@@ -21,9 +21,9 @@ from app.tools.report.charts import (
     stage_chart,
     tier_colours,
     transition_matrix,
-    ymd,
 )
 from app.tools.report.data import Outputs, ReportError
+from app.tools.report.svg import ymd
 
 CSS = """
 :root { color-scheme: light; }
