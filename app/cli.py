@@ -144,7 +144,7 @@ from app.query_cli import EXPLAIN_HELP, explain  # noqa: E402
 
 cli.command("explain", help=EXPLAIN_HELP)(explain)
 
-# `tierstream report` (outputs -> one HTML page, app.report) lives in app.report_cli.
+# `tierstream report` (outputs -> one HTML page, app.tools.report) lives in app.report_cli.
 from app.report_cli import REPORT_HELP, report  # noqa: E402
 
 cli.command("report", help=REPORT_HELP)(report)

@@ -1,5 +1,5 @@
 """``tierstream report`` (registered in :mod:`app.cli`): outputs -> one HTML page
-(:mod:`app.report`). Exit codes: 0; 2 when the input cannot be read or holds no
+(:mod:`app.tools.report`). Exit codes: 0; 2 when the input cannot be read or holds no
 tierstream outputs, or the page cannot be written."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
-    from app.report import Outputs
+    from app.tools.report import Outputs
 
 REPORT_HELP = """Turn tier changes and customer snapshots into one self-contained HTML page.
 
@@ -63,7 +63,7 @@ def report(
     ),
 ) -> None:
     from app.domain.errors import TierstreamError
-    from app.report import load_outputs, load_snapshots, write_report
+    from app.tools.report import load_outputs, load_snapshots, write_report
 
     def fail(message: str) -> typer.Exit:
         typer.echo(f"error: {message}", err=True)
@@ -105,7 +105,7 @@ def _from_topics(broker: str | None) -> tuple[Outputs, dict[str, dict[str, Any]]
 
     from app.cli import _settings
     from app.errors import ConfigError
-    from app.report import load_from_broker
+    from app.tools.report import load_from_broker
 
     settings = _settings(broker=broker)
     try:

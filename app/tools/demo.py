@@ -15,7 +15,7 @@ What happens, in order:
    a grace period), so what it emitted is final: the output topics (tier changes,
    lifecycle changes, upgrade candidates, churn warnings) and the customers topic are
    read from the start to their end once, and both the summary and ``report.html`` in
-   the demo's work directory (:mod:`app.report`, its path is printed) are made from
+   the demo's work directory (:mod:`app.tools.report`, its path is printed) are made from
    that one reading, so their counts agree;
 7. shutdown: the broker stops (and the worker, when it still runs). The same shutdown
    runs on a second Ctrl-C, SIGTERM or an error. On success the work directory keeps
@@ -60,7 +60,7 @@ from app.tools.produce import Record, input_topic_names, send_records, to_record
 from app.tools.simulate import DEFAULT_START, SimulationConfig, simulate
 
 if TYPE_CHECKING:
-    from app.report import Outputs
+    from app.tools.report import Outputs
 
 PROBE_CUSTOMER = "demo-probe"
 REPORT_FILE = "report.html"
@@ -87,7 +87,7 @@ class DemoConfig:
     worker_timeout: float = 90.0
     drain_seconds: float = 10.0
     keep_logs: bool = False
-    #: Write ``report.html`` (:mod:`app.report`) into the work directory at the end.
+    #: Write ``report.html`` (:mod:`app.tools.report`) into the work directory at the end.
     report: bool = True
     #: The worker's command line (default: this Python running ``app.cli worker``).
     worker_command: tuple[str, ...] | None = None
@@ -522,9 +522,9 @@ async def _read_outputs(
     settings: Settings, console: Console
 ) -> tuple[Outputs, dict[str, dict[str, Any]]] | None:
     """What the worker emitted: the output topics and the customer snapshots, read from
-    the start to their end (:class:`app.report.Outputs`, latest snapshot per customer);
+    the start to their end (:class:`app.tools.report.Outputs`, latest snapshot per customer);
     None (said on the console) when they cannot be read."""
-    from app.report import (
+    from app.tools.report import (
         CUSTOMERS_TOPIC,
         OUTPUT_TOPICS,
         Outputs,
@@ -555,7 +555,7 @@ def _write_report(
 ) -> None:
     """Write the report page from what the worker emitted; a failure is reported, not
     fatal."""
-    from app.report import ReportError, write_report
+    from app.tools.report import ReportError, write_report
 
     try:
         report = write_report(outputs, snapshots, path)

@@ -17,17 +17,11 @@ from typer.testing import CliRunner
 
 from app.adapters.policy_files import load_policy
 from app.cli import cli
-from app.report import (
-    DAY_MS,
-    Outputs,
-    build_report,
-    infer_order,
-    nice_ticks,
-    parse_outputs,
-    render_html,
-    time_ticks,
-)
 from app.service.batch_replay import classify_events, customer_snapshots, output_lines, write_lines
+from app.tools.report.aggregates import DAY_MS, build_report, infer_order
+from app.tools.report.data import Outputs, parse_outputs
+from app.tools.report.page import render_html
+from app.tools.report.svg import nice_ticks, time_ticks
 from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event, encode_snapshot
 
