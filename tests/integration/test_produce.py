@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
 from app.adapters.broker import LocalBroker
-from app.cli import cli
+from app.cli.main import cli
 from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import kind_of
 

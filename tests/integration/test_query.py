@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.adapters.policy_files import load_policy
-from app.cli import cli
+from app.cli.main import cli
 from app.service.explain import explain
 from app.stream.web import partition_of
 from tests.integration._worker_data import (

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from app.adapters.kafka import ensure_topics, make_producer
 from app.adapters.policy_files import load_policy
-from app.cli import cli
+from app.cli.main import cli
 from app.service.batch_replay import classify_events, customer_snapshots, output_lines, write_lines
 from app.settings import load_settings
 from app.tools.simulate import SimulationConfig, simulate

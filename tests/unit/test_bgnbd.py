@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 import app.domain.bgnbd
 import app.tools.fit
 from app.adapters.files import parse_map, read_events
-from app.cli import cli
+from app.cli.main import cli
 from app.domain.bgnbd import (
     BgNbd,
     GammaGamma,

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.adapters.policy_files import load_policy
-from app.cli import cli
+from app.cli.main import cli
 from app.domain.engine import tick
 from app.domain.outputs import snapshot
 from app.domain.replay import replay, sort_key

@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 
 from app.adapters import broker as broker_mod
 from app.adapters.broker import LocalBroker, free_port
-from app.cli import cli
+from app.cli.main import cli
 from app.errors import BrokerError, ConfigError
 from app.settings import load_settings
 from app.tools.simulate import SimulationConfig, simulate

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import cli
+from app.cli.main import cli
 from app.domain.features import FEATURES
 from app.settings import Settings
 from schemas.codec import REASONS

@@ -108,7 +108,7 @@ def test_example_loads_and_documents_itself(name: str) -> None:
 
 
 def test_policy_check_accepts_every_example() -> None:
-    from app.cli import cli
+    from app.cli.main import cli
 
     result = CliRunner().invoke(cli, ["policy", "check", *(str(EXAMPLES / f) for f in FILES)])
     assert result.exit_code == 0, result.output

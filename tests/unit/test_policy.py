@@ -268,7 +268,7 @@ def test_reasons_do_not_depend_on_the_hash_seed() -> None:
 def test_policy_check_command_reports_ok_or_every_problem(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from app.cli import cli
+    from app.cli.main import cli
 
     good = tmp_path / "good.yaml"
     good.write_text("name: vip\nversion: 3\ntiers:\n  - {name: VIP, when: {spend_90d: 500}}\n")
@@ -299,7 +299,7 @@ def test_policy_check_command_reports_ok_or_every_problem(tmp_path: Path) -> Non
 def test_policy_features_command_lists_every_feature() -> None:
     from typer.testing import CliRunner
 
-    from app.cli import cli
+    from app.cli.main import cli
 
     result = CliRunner().invoke(cli, ["policy", "features"])
     assert result.exit_code == 0

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from app.adapters.broker import free_port
 from app.adapters.policy_files import load_policy
-from app.cli import cli
+from app.cli.main import cli
 from app.domain.engine import step
 from app.domain.state import CustomerState
 from app.errors import ConfigError

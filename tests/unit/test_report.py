@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.adapters.policy_files import load_policy
-from app.cli import cli
+from app.cli.main import cli
 from app.service.batch_replay import classify_events, customer_snapshots, output_lines, write_lines
 from app.tools.report.aggregates import DAY_MS, build_report, infer_order
 from app.tools.report.data import Outputs, parse_outputs

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
+from app.cli.main import cli
 from app.domain.policy import Policy, policy_from_dict
 from app.domain.replay import replay
 from app.domain.state import CustomerState, state_to_dict

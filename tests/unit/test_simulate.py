@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from app.adapters.policy_files import load_policy
-from app.cli import cli
+from app.cli.main import cli
 from app.service.batch_replay import classify_events
 from app.tools.simulate import Simulation, SimulationConfig, simulate
 from schemas.codec import decode_event, parse_timestamp

@@ -1,6 +1,5 @@
-"""``tierstream report`` (registered in :mod:`app.cli`): outputs -> one HTML page
-(:mod:`app.tools.report`). Exit codes: 0; 2 when the input cannot be read or holds no
-tierstream outputs, or the page cannot be written."""
+"""``tierstream report``: outputs -> one HTML page (:mod:`app.tools.report`). Exit codes: 0; 2
+when the input cannot be read or holds no tierstream outputs, or the page cannot be written."""
 
 from __future__ import annotations
 
@@ -9,8 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from app.errors import ConfigError
+
 if TYPE_CHECKING:
     from app.tools.report import Outputs
+
+from app.cli._base import (
+    cli,
+    settings_from_options,
+)
 
 REPORT_HELP = """Turn tier changes and customer snapshots into one self-contained HTML page.
 
@@ -103,12 +109,13 @@ def report(
 def _from_topics(broker: str | None) -> tuple[Outputs, dict[str, dict[str, Any]]]:
     from aiokafka.errors import KafkaError
 
-    from app.cli import _settings
-    from app.errors import ConfigError
     from app.tools.report import load_from_broker
 
-    settings = _settings(broker=broker)
+    settings = settings_from_options(broker=broker)
     try:
         return load_from_broker(settings)
     except (KafkaError, OSError, TimeoutError) as exc:
         raise ConfigError(f"cannot read the topics on {settings.broker}: {exc}") from None
+
+
+cli.command("report", help=REPORT_HELP)(report)

@@ -1,22 +1,131 @@
-"""``tierstream policy diff``: shadow evaluation on the command line (registered in
-:mod:`app.cli` next to the other ``policy`` commands).
+"""``tierstream policy check | features | apply | diff``.
 
-The command computes a :class:`app.service.shadow.PolicyDiff` and hands it to :func:`render_diff`
-(or prints its JSON form). Rendering only needs the diff, so a diff fetched from running
-workers (``PolicyDiff.from_dict`` of each, then ``merge``) is shown the same way.
-"""
+``diff`` is the shadow evaluation: it computes a :class:`app.service.shadow.PolicyDiff` and
+hands it to :func:`render_diff` (or prints its JSON form); with ``--worker`` it asks every
+running worker for the diff of its partitions and merges them (:func:`diff_workers`)."""
 
 from __future__ import annotations
 
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+from app.errors import ConfigError, InvalidEvent
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from app.service.shadow import PolicyDiff
+
+from app.cli._base import (
+    policy_cli,
+    read_lines,
+    report_rejected,
+    settings_from_options,
+)
+from app.cli.worker_http import (
+    DIFF_TIMEOUT_S,
+    NoAnswer,
+    error_of,
+    fail,
+    request,
+)
+
+
+@policy_cli.command(
+    "check",
+    help="""Validate policy files as the worker and `classify` would load them.
+
+    For each file prints `OK` with a summary (name, version, tiers, features used), or
+    every problem with its place (`tiers[2].when.spend_90d.gte`, or a YAML line and
+    column) and what is wrong. Exit code 0 when every file is valid, 1 otherwise.
+""",
+)
+def policy_check(
+    files: list[Path] = typer.Argument(..., help="Policy YAML files.", show_default=False),
+) -> None:
+    from app.adapters.policy_files import describe_policy, load_policy
+    from app.domain.errors import PolicyError
+
+    bad = 0
+    for path in files:
+        try:
+            policy = load_policy(path)
+        except PolicyError as exc:
+            bad += 1
+            typer.echo(f"INVALID {path}:", err=True)
+            for where, what in exc.problems:
+                typer.echo(f"  {where}: {what}", err=True)
+            continue
+        typer.echo(f"OK {path}: " + describe_policy(policy).replace("\n", "\n  "))
+    if bad:
+        raise typer.Exit(1)
+
+
+@policy_cli.command(
+    "features",
+    help="""List the features policy conditions can use, with what each means.
+
+    Profile attributes are used as `attributes.<name>` (e.g. `attributes.region`).
+""",
+)
+def policy_features() -> None:
+    from app.domain.features import FEATURES
+
+    width = max(len(name) for name in FEATURES)
+    for name, meaning in FEATURES.items():
+        typer.echo(f"{name:<{width}}  {meaning}")
+    typer.echo(f"{'attributes.<name>':<{width}}  a profile attribute (from profile events)")
+
+
+@policy_cli.command(
+    "apply",
+    help="""Publish a policy to the running workers: they all switch to it at once.
+
+    The file is validated first (as `policy check`); then it is written to the compacted
+    policy topic (TIERSTREAM_TOPIC_PREFIX + `policy`), which every worker reads. Each
+    worker re-evaluates all its customers under the new policy without a restart; every
+    tier or stage that changes is emitted with trigger `policy_changed`. The published
+    policy overrides the workers' TIERSTREAM_POLICY_FILE, also after restarts. A change
+    needs a new `version`: publishing other content under the name@version in force is
+    refused. Exit code 0 when published, 1 when the policy is invalid or refused, 2 when
+    the broker cannot be reached.
+
+    Env: TIERSTREAM_BROKER, TIERSTREAM_TOPIC_PREFIX (and the security settings).
+""",
+)
+def policy_apply(
+    file: Path = typer.Argument(..., help="Policy YAML file.", show_default=False),
+    broker: str | None = typer.Option(None, help="Bootstrap servers (env TIERSTREAM_BROKER)."),
+) -> None:
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from app.domain.errors import PolicyError
+    from app.stream.control import publish_policy
+
+    settings = settings_from_options(broker=broker)
+    try:
+        text = file.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        policy = asyncio.run(asyncio.wait_for(publish_policy(settings, text, str(file)), 60))
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise ConfigError(f"cannot publish to {settings.broker}: {exc}") from None
+    typer.echo(f"published {policy.key} to {settings.topic('policy')}: the workers switch now")
+
 
 DIFF_HELP = """Shadow evaluation: how many customers would move from which tier to which under
     a new policy, with examples. Nothing is emitted.
@@ -111,14 +220,12 @@ def policy_diff(
         True, "--header/--no-header", help="Whether the CSV's first row names the columns."
     ),
 ) -> None:
-    import time
 
     import orjson
     from rich.console import Console
 
     from app.adapters.policy_files import load_policy
-    from app.cli import _read, _report_rejected, _settings
-    from app.errors import ConfigError, InvalidEvent
+    from app.errors import ConfigError
     from app.service.batch_replay import decode_lines
     from app.service.shadow import diff_events
     from schemas.codec import parse_timestamp
@@ -137,20 +244,18 @@ def policy_diff(
         except InvalidEvent as exc:
             raise ConfigError(exc.detail) from None
     if worker is not None:
-        from app.query_cli import diff_workers
-
         diff_workers(new_file, worker, examples, as_of_ms, json_out)
         return
     assert events is not None
-    settings = _settings(policy_file=policy)
+    settings = settings_from_options(policy_file=policy)
     old = load_policy(settings.policy_file)
     new = load_policy(new_file)
     # As classify and the worker: events dated further than the allowed skew are invalid.
     max_ts = int((time.time() + settings.max_future_skew_s) * 1000)
-    decoded, rejected = decode_lines(_read(events, fmt, map_, delimiter, header), max_ts)
+    decoded, rejected = decode_lines(read_lines(events, fmt, map_, delimiter, header), max_ts)
     diff = diff_events(decoded, old, new, as_of_ms, examples)
     err = Console(stderr=True)
-    _report_rejected(err, [(r.line, r.reason, r.detail) for r in rejected], None)
+    report_rejected(err, [(r.line, r.reason, r.detail) for r in rejected], None)
     if json_out:
         typer.echo(orjson.dumps(diff.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return
@@ -261,3 +366,84 @@ def render_diff(diff: PolicyDiff, console: Console, source: str | None = None) -
                 grid.add_row("", Text(f"  new {c}:"), Text("; ".join(e.reasons)))
                 grid.add_row("", Text(f"  was {r}:"), Text("; ".join(e.old_reasons)))
             console.print(grid)
+
+
+# --- tierstream policy diff --worker -------------------------------------------------------
+
+
+def diff_workers(
+    new_file: Path, worker: str, examples: int, as_of: int | None, json_out: bool
+) -> None:
+    """``policy diff --worker``: every worker's diff of its partitions, merged."""
+    import functools
+
+    import orjson
+    from rich.console import Console
+
+    from app.adapters.policy_files import load_policy
+    from app.service.shadow import PolicyDiff
+
+    new = load_policy(new_file)  # invalid: the problems, exit 2, before asking anybody
+    text = new_file.read_bytes()
+    base = worker.rstrip("/")
+    try:
+        status, cluster = request("GET", f"{base}/cluster")
+    except (NoAnswer, ValueError) as exc:
+        fail(str(exc))
+    if status != 200 or not isinstance(cluster, Mapping):
+        fail(f"the worker at {base} answered {status}: {error_of(cluster)}")
+    workers = [w for w in cluster["workers"] if w["partitions"]]
+    if cluster["unassigned"] or not workers:
+        fail(
+            f"partitions {cluster['unassigned']} of {cluster['app_id']} have no worker "
+            "(starting or rebalancing?); retry"
+        )
+    query: dict[str, int] = {"examples": examples}
+    if as_of is not None:
+        query["as_of"] = as_of
+    params = urllib.parse.urlencode(query)
+
+    def ask(w: Mapping[str, Any]) -> tuple[int, Any]:
+        url = f"{str(w['url']).rstrip('/')}/policy/diff?{params}"
+        return request("POST", url, text, timeout=DIFF_TIMEOUT_S)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+            answers = list(pool.map(ask, workers))
+    except (NoAnswer, ValueError) as exc:
+        fail(str(exc))
+    diffs: list[PolicyDiff] = []
+    covered: list[int] = []
+    for w, (status, doc) in zip(workers, answers, strict=True):
+        if status == 400 and isinstance(doc, Mapping) and doc.get("problems"):
+            problems = "".join(f"\n  {p['path']}: {p['problem']}" for p in doc["problems"])
+            fail(f"the worker at {w['url']} rejects {new_file}:{problems}")
+        if status != 200 or not isinstance(doc, Mapping):
+            fail(f"the worker at {w['url']} answered {status}: {error_of(doc)}")
+        covered.extend(doc["worker"]["partitions"])
+        try:
+            diffs.append(PolicyDiff.from_dict(doc))
+        except ValueError as exc:
+            fail(f"the worker at {w['url']} answered {exc}")
+    if sorted(covered) != list(range(int(cluster["partitions"]))):
+        fail(
+            f"the workers covered partitions {sorted(covered)}, not each of 0 to "
+            f"{int(cluster['partitions']) - 1} once (a rebalance meanwhile?); retry"
+        )
+    try:
+        diff = functools.reduce(PolicyDiff.merge, diffs)
+    except ValueError as exc:  # e.g. a new policy version is being rolled out
+        fail(f"the workers' diffs do not add up: {exc}")
+    if json_out:
+        typer.echo(orjson.dumps(diff.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    source = (
+        f"{len(diffs)} worker{'s' if len(diffs) != 1 else ''} of {cluster['app_id']} "
+        f"via {base}, current policy as they run it"
+    )
+    if new.ranked:
+        source += "; percentiles use the cut-offs the workers hold"
+    render_diff(diff, Console(), source)
+
+
+policy_cli.command("diff", help=DIFF_HELP)(policy_diff)

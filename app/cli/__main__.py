@@ -1,0 +1,5 @@
+"""``python -m app.cli``: the ``tierstream`` command line."""
+
+from app.cli.main import main
+
+main()
