@@ -12,7 +12,8 @@ from typing import Any
 
 from faust.types import StreamT
 
-from app.stream.app import BatchTaker, TierstreamApp
+from app.stream.app import TierstreamApp
+from app.stream.consumer import BatchTaker
 
 
 def register(app: TierstreamApp) -> Any:

@@ -32,15 +32,11 @@ import logging
 import os
 import signal
 import traceback
-import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP
-from faust.types import EventT as _EventT
-from mode.utils.aiter import aiter
 
 from app.domain.errors import InvalidEvent
 from app.domain.events import Event
@@ -61,15 +57,15 @@ from app.service.processor import (
     wall_clock_ms,
 )
 from app.settings import Settings
+from app.stream.consumer import RawTopic, StreamEvent, untrack
 from app.stream.control import ControlPlane
 from app.stream.metrics import WorkerMetrics
+from app.stream.producer import BatchSender
 from app.stream.recovery import TierstreamRecovery, TierstreamTableManager, start_offsets
+from app.stream.store import TableAccess
 from schemas import OUTPUT_TOPICS as EVENT_OUTPUT_TOPICS
 
 log = logging.getLogger(__name__)
-
-#: One consumed record as Faust hands it to a stream (raw bytes key and value).
-StreamEvent = _EventT[Any]
 
 #: The customer-state table; the version changes when the stored format breaks.
 STATE_TABLE = "customer-state-v1"
@@ -137,222 +133,6 @@ def _credentials(settings: Settings) -> Any:
     )
 
 
-class _AtPartition:
-    """Stands in for Faust's current event when a table is written outside a stream
-    iteration: Faust tables pick the changelog partition, and the RocksDB store its
-    per-partition database, from ``current_event().message.partition``."""
-
-    __slots__ = ("__weakref__", "message")
-
-    def __init__(self, partition: int) -> None:
-        self.message = TP(topic="", partition=partition)
-
-
-class BatchTaker:
-    """Batches of events from an agent's stream, taken straight from its channel queue,
-    acked only when the caller says so.
-
-    Why not ``Stream.take_events``
-    ------------------------------
-    ``take_events`` runs every event through the stream's per-event iterator (context
-    variable, processors, sensors, an event-loop turn per event): ~30 us an event, a
-    quarter of the worker's time. It also acks a batch as soon as the next one is asked
-    for, or in a ``finally`` when the worker stops mid-batch: events that were never
-    processed (or whose state was not written yet) get committed and are lost.
-
-    What this does instead
-    ----------------------
-    It iterates the stream's channel itself: ``aiter(stream.channel)`` subscribes (the
-    conductor then puts each decoded event into that channel's queue, as for any stream)
-    and :meth:`take` takes events from the queue in bulk. Per event it does what
-    ``Stream.__aiter__`` does (faust-streaming 0.15.3) that matters here:
-
-    * events of an older consumer generation, or delivered while flow control is
-      suspended (a rebalance), are skipped, as the stream skips them -- but, unlike the
-      stream, *not acked*: an event nobody applied must never be committed. (Acking them
-      lost events: a worker that joined, was handed a partition and revoked again before
-      it processed anything acked what it skipped, and the revocation committed it.)
-      After the rebalance every source partition is positioned at its committed offset
-      again (:mod:`app.stream.recovery`), so skipped events are read again;
-    * a message of an acking topic is tracked as unacked (``Consumer.unacked``) until
-      acked, so a rebalance (``Consumer.wait_empty``) waits for it; events taken and then
-      given up (:meth:`untrack`: a rebalance, a stop, a failure) stop being tracked
-      without being acked, so the rebalance does not wait for them and nothing commits
-      them.
-
-    Processors are not run (the agent has none), and neither are Faust's sensor hooks
-    (``on_message_in/out``, ``on_stream_event_in/out``: ~2 us an event for counters of
-    Faust's own monitor, which tierstream does not use; its metrics are its own).
-    Events taken and never acked (the worker stops, the agent raises) are consumed again
-    after a restart; the core drops what it had already applied.
-    """
-
-    def __init__(self, stream: Any, max_: int, within: float) -> None:
-        self.stream = stream
-        self.max = max_
-        self.within = within
-        app = stream.app
-        self._app = app
-        channel: Any = aiter(stream.channel)  # subscribes: events reach its queue
-        self._channel = channel
-        self._queue = channel.queue
-        self._suspend_flow: asyncio.Event = app.consumer.suspend_flow
-        self._loop = asyncio.get_running_loop()
-        #: the stream ended (the worker stops): no more events will come
-        self.stopped = False
-
-    @property
-    def suspended(self) -> bool:
-        """Flow control is suspended: a rebalance is waiting for unacked events."""
-        return self._suspend_flow.is_set()
-
-    async def take(
-        self, timeout: float | None = None, *, wake_on_suspend: bool = False
-    ) -> list[StreamEvent]:
-        """Up to ``max`` events: waits for the first one at most ``timeout`` seconds (None:
-        as long as it takes), then at most ``within`` seconds for more. Returns an empty
-        list when the timeout passes, the stream stops, or (``wake_on_suspend``) flow
-        control is suspended."""
-        batch: list[StreamEvent] = []
-        try:
-            await self._fill(batch, timeout, wake_on_suspend)
-        except StopAsyncIteration:  # the channel's way of saying that the stream stopped
-            self.stopped = True
-        return batch
-
-    async def _fill(
-        self, batch: list[StreamEvent], timeout: float | None, wake_on_suspend: bool
-    ) -> None:
-        app, queue, loop, stream = self._app, self._queue, self._loop, self.stream
-        acking_topics = app.topics.acking_topics
-        unacked_add = app.consumer.unacked.add
-        deadline = None if timeout is None else loop.time() + timeout
-        filling = False
-        while len(batch) < self.max:
-            if queue.empty():
-                if wake_on_suspend and self._suspend_flow.is_set():
-                    break
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    if not batch:
-                        await asyncio.sleep(0)  # never return without letting others run
-                    break
-                waits: list[Any] = [queue.get()]
-                if wake_on_suspend:
-                    waits.append(self._suspend_flow.wait())
-                got, results, _ = await stream.wait_first(*waits, timeout=left)
-                if not got or got[0] is not waits[0]:  # timed out, stopping, or suspended
-                    break
-                events: list[StreamEvent] = [results[0]]
-            else:
-                events = [queue.get_nowait()]
-            while len(batch) + len(events) < self.max and not queue.empty():
-                events.append(queue.get_nowait())
-            generation = app.consumer_generation_id
-            active = app.flow_control.is_active()
-            for event in events:
-                message = event.message
-                if not active or message.generation_id != generation:
-                    continue  # skipped, not acked: read again after the rebalance
-                if message.topic in acking_topics and not message.tracked:
-                    message.tracked = True  # as Consumer.track_message
-                    unacked_add(message)
-                batch.append(event)
-            if batch and not filling:
-                filling = True
-                deadline = loop.time() + self.within
-
-    @staticmethod
-    def ack(events: Sequence[StreamEvent]) -> None:
-        """Mark the events done: Faust commits their offsets on its next commit."""
-        for event in events:
-            event.ack()
-
-    def untrack(self, events: Iterable[StreamEvent]) -> None:
-        """Give events up without acking them: they are no longer waited for by a
-        rebalance, and their offsets are not committed (they are read again)."""
-        untrack(self._app, events)
-
-    def close(self) -> None:
-        self._channel.on_stop_iteration()
-
-
-def untrack(app: faust.App, events: Iterable[StreamEvent]) -> None:
-    """Stop tracking taken events as unacked, without acking them (see
-    :meth:`BatchTaker.untrack`)."""
-    unacked = app.consumer.unacked
-    for event in events:
-        message = event.message
-        if message.tracked and not message.acked:
-            unacked.discard(message)
-            message.tracked = False
-
-
-class RawTopic(faust.Topic):  # type: ignore[misc]
-    """A topic of raw bytes: events are built without Faust's schema machinery (the
-    conductor calls :meth:`decode` once per message; the core's plumbing decodes)."""
-
-    async def decode(self, message: Any, *, propagate: bool = False) -> StreamEvent:
-        event: StreamEvent = self.app.create_event(
-            message.key, message.value, message.headers, message
-        )
-        return event
-
-
-class BatchSender:
-    """Sends records in per-partition record batches straight to the Kafka producer.
-
-    One ``AIOKafkaProducer.send`` per record costs a future, a partitioner call and an
-    accumulator lookup each (more than the core's work on an event); a batch per
-    partition costs one future per ~16 kB. :meth:`send_open` hands the partly filled
-    batches to the producer; :meth:`delivered` waits until every record sent so far is on
-    the broker.
-    """
-
-    def __init__(self, producer: Any) -> None:
-        self._producer = producer  # Faust's; its aiokafka producer exists once started
-        self._kafka: Any = None
-        self._open: dict[tuple[str, int], Any] = {}
-        self.pending: list[Any] = []
-
-    async def add(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
-        batch = self._open.get((topic, partition))
-        if batch is None:
-            batch = self._open[(topic, partition)] = self._create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it
-            await self._send(topic, partition, batch)
-            batch = self._open[(topic, partition)] = self._create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
-
-    async def add_with_headers(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> None:
-        """One record with headers, partitioned by key (dead letters: rare)."""
-        self.pending.append(await self._producer.send(topic, key, value, None, None, headers))
-
-    def _create_batch(self) -> Any:
-        if self._kafka is None:
-            self._kafka = self._producer._ensure_producer()  # the aiokafka AIOKafkaProducer
-        return self._kafka.create_batch()
-
-    async def _send(self, topic: str, partition: int, batch: Any) -> None:
-        self.pending.append(await self._kafka.send_batch(batch, topic, partition=partition))
-
-    async def send_open(self) -> None:
-        """Hand every partly filled batch to the producer (without awaiting delivery)."""
-        for (topic, partition), batch in self._open.items():
-            await self._send(topic, partition, batch)
-        self._open.clear()
-
-    async def delivered(self) -> None:
-        """Send what is open and wait until everything sent so far is on the broker."""
-        await self.send_open()
-        if self.pending:
-            pending, self.pending = self.pending, []
-            await asyncio.gather(*pending)
-
-
 FlushReason = Literal["interval", "size", "rebalance"]
 
 #: Flush sooner than ``flush_interval_s`` once this many events are unflushed (bounds the
@@ -395,6 +175,7 @@ class TierstreamApp:
         self.customer_state = self.faust.Table(
             STATE_TABLE, partitions=parts, key_type=bytes, value_type=bytes
         )  # bytes -> raw serializers
+        self.store = TableAccess(self.customer_state)
         self.batch = CustomerBatch(
             policy,
             {settings.topic(name): kind for name, kind in INPUT_KINDS.items()},
@@ -427,7 +208,6 @@ class TierstreamApp:
         self._unflushed: list[StreamEvent] = []
         self._flush_at: float | None = None
         self._abandoned = 0
-        self._at_partition: dict[int, _AtPartition] = {}
         self._outputs_declared = False
         #: the due-time index must be rebuilt from the table before the timer runs again
         self._due_stale = True
@@ -600,16 +380,10 @@ class TierstreamApp:
         ready = order.release(self._caught_up, loop.time()) if order.held else []
         self.counters.order_forced = order.forced
         released = [event for event, _, _ in ready]
-        table = self.customer_state
-        set_current, reset_current = _current_event.set, _current_event.reset
+        get = self.store.get
 
         def load(key: bytes, index: int) -> bytes | None:
-            token = set_current(weakref.ref(released[index]))  # the event's partition's store
-            try:
-                value: bytes | None = table.get(key)
-            finally:
-                reset_current(token)
-            return value
+            return get(key, released[index])  # the event's partition's store
 
         outcome = self.batch.apply(
             [record for _, record, _ in ready], [decoded for _, _, decoded in ready], load
@@ -797,7 +571,9 @@ class TierstreamApp:
         else:
             assert cutoffs is not None
             cause, trigger = f"cutoffs:{cutoffs.generation}", "cutoffs_changed"
-        outcome = self.batch.sweep(self._stored_items(self.active_partitions()), cause, trigger)
+        outcome = self.batch.sweep(
+            self.store.stored_items(self.active_partitions()), cause, trigger
+        )
         await self.send(outcome)
         if self.batch.dirty_customers and self._flush_at is None:
             self._flush_at = asyncio.get_running_loop().time() + self.settings.flush_interval_s
@@ -811,7 +587,7 @@ class TierstreamApp:
         parts = {p: PartitionSketches(p, 0) for p in partitions}
         fresh = {state.customer_id: (p, state) for p, state in self.batch.unflushed_states()}
         states: list[tuple[int, CustomerState]] = list(fresh.values())
-        for partition, key, raw in self._stored_items(partitions):
+        for partition, key, raw in self.store.stored_items(partitions):
             customer_id = key.decode("utf-8")
             if customer_id not in fresh:
                 state = self.batch.peek(customer_id) or decode_state(raw)
@@ -851,7 +627,7 @@ class TierstreamApp:
             return 0
         partitions = self.active_partitions()
         if self._due_stale:
-            self.batch.rebuild_due(self._stored_items(partitions))
+            self.batch.rebuild_due(self.store.stored_items(partitions))
             self._due_stale = False
         settings = self.settings
         starts = {(tp.topic, tp.partition): off for tp, off in start_offsets(self.faust).items()}
@@ -865,7 +641,7 @@ class TierstreamApp:
             wall_clock_ms() if settings.clock_mode == "wall" else None,
             int(settings.allowed_lateness_s * 1000),
         )
-        outcome = self.batch.tick(clocks, self._load_at, TIMER_BATCH)
+        outcome = self.batch.tick(clocks, self.store.load_at, TIMER_BATCH)
         self.metrics.add_timer(outcome.ticked)
         if outcome.more_due:  # a backlog of due customers: go on right after the next batch
             self._timer_at = loop.time()
@@ -889,7 +665,7 @@ class TierstreamApp:
         state = self.batch.peek(customer_id)
         if state is not None:
             return state
-        raw = self.customer_state.data.get(table_key(customer_id))
+        raw = self.store.lookup(table_key(customer_id))
         return None if raw is None else decode_state(raw)
 
     def active_partitions(self) -> set[int]:
@@ -898,30 +674,6 @@ class TierstreamApp:
         return {
             tp.partition for tp in self.faust.assignor.assigned_actives() if tp.topic == changelog
         }
-
-    def _load_at(self, key: bytes, partition: int) -> bytes | None:
-        token = _current_event.set(weakref.ref(self._marker(partition)))  # type: ignore[arg-type]
-        try:
-            value: bytes | None = self.customer_state.get(key)
-        finally:
-            _current_event.reset(token)
-        return value
-
-    def _stored_items(self, partitions: set[int]) -> Iterator[tuple[int, bytes, bytes]]:
-        """``(partition, key, value)`` of every stored customer of ``partitions``."""
-        store: Any = self.customer_state.data
-        dbs = getattr(store, "_dbs", None)
-        if dbs is not None:  # RocksDB: one database per partition
-            for partition, db in list(dbs.items()):
-                if partition in partitions:
-                    for key, value in store._visible_items(db):
-                        yield partition, key, value
-            return
-        key_partition = store._key_partition  # memory store: see flush()
-        for key, value in list(store.data.items()):
-            partition = key_partition.get(key)
-            if partition in partitions and value is not None:
-                yield partition, key, value
 
     # -- per flush -----------------------------------------------------------------------
     def until_flush(self) -> float | None:
@@ -964,21 +716,9 @@ class TierstreamApp:
         for record in flush.snapshots:
             await out.add(self._customers, record.partition, record.key, record.value)
         await out.delivered()  # tier changes, dead letters and snapshots are on the broker
-        table = self.customer_state
-        store = table.data
-        # Faust's memory store learns a key's partition only from the changelog; the
-        # timer's index rebuild (and Faust dropping revoked keys) needs it for ours too.
-        key_partition: Any = getattr(store, "_key_partition", None)
-        changelog = table.changelog_topic.get_topic_name()
-        set_current, reset_current = _current_event.set, _current_event.reset
+        store, changelog = self.store, self.store.changelog
         for write in flush.writes:
-            token = set_current(weakref.ref(self._marker(write.partition)))  # type: ignore[arg-type]
-            try:
-                store[write.key] = write.value
-            finally:
-                reset_current(token)
-            if key_partition is not None:
-                key_partition[write.key] = write.partition
+            store.write(write.key, write.value, write.partition)
             await out.add(changelog, write.partition, write.key, write.value)
         await out.delivered()  # the states are on the broker
         if abandoned == self._abandoned:  # else the cache was cleared meanwhile
@@ -993,12 +733,6 @@ class TierstreamApp:
                 )
             log.debug("flushed %d customers, %d events: %s", len(flush.writes), len(events), done)
         return events
-
-    def _marker(self, partition: int) -> _AtPartition:
-        marker = self._at_partition.get(partition)
-        if marker is None:
-            marker = self._at_partition[partition] = _AtPartition(partition)
-        return marker
 
 
 def create_app(settings: Settings, policy: Policy | None = None) -> TierstreamApp:

@@ -501,7 +501,7 @@ def _states(tapp: TierstreamApp, partitions: set[int]) -> Iterator[CustomerState
     fresh = {s.customer_id: s for p, s in tapp.batch.unflushed_states() if p in partitions}
     yield from fresh.values()
     peek = tapp.batch.peek
-    for _, key, raw in tapp._stored_items(partitions):
+    for _, key, raw in tapp.store.stored_items(partitions):
         customer_id = key.decode("utf-8")
         if customer_id not in fresh:
             yield peek(customer_id) or decode_state(raw)

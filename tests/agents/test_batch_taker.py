@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from app.stream.app import BatchTaker
+from app.stream.consumer import BatchTaker
 
 
 class Message:

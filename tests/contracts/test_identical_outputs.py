@@ -12,6 +12,7 @@ examples does not move these hashes).
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,9 +35,17 @@ CLASSIFIED = {
 REPORTED = "d6bc0c31f5c19f6b1e964f02c9843c57753a19d525ad65b0ea45a09c93a5d336"
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def run(*args: str | Path) -> None:
+    # this tree's code first on the path (the venv's editable install may be another's)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     done = subprocess.run(
-        [TIERSTREAM, *map(str, args)], capture_output=True, text=True, timeout=120
+        [TIERSTREAM, *map(str, args)], capture_output=True, text=True, timeout=120, env=env
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
