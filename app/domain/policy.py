@@ -81,6 +81,11 @@ class Tier:
     stay: tuple[Condition, ...] | None = None
     description: str = ""
 
+    @property
+    def stay_conditions(self) -> tuple[Condition, ...]:
+        """The conditions to keep the tier: ``stay``, or without it the entry conditions."""
+        return self.conditions if self.stay is None else self.stay
+
     def keeps(self, features: Mapping[str, Any]) -> bool:
         return all_hold(self.conditions if self.stay is None else self.stay, features)
 

@@ -401,9 +401,16 @@ def test_docstring_examples() -> None:
 
     import app.domain.engine
     import app.domain.features
+    import app.domain.hysteresis
     import app.domain.state
     import tests.builders
 
-    for module in (app.domain.state, app.domain.features, app.domain.engine, tests.builders):
+    for module in (
+        app.domain.state,
+        app.domain.features,
+        app.domain.engine,
+        app.domain.hysteresis,
+        tests.builders,
+    ):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
