@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from app.domain.bgnbd import Model, parse_model
@@ -138,6 +138,8 @@ class Policy:
     #: :meth:`with_cutoffs`); not part of the policy's identity.
     cutoffs: Cutoffs = field(default_factory=Cutoffs.empty, compare=False)
 
+    # -- compiled from the fields above by __post_init__ (never passed, never compared) --
+    #: Features the tiers' entry and stay conditions read.
     features_used: tuple[str, ...] = field(init=False, default=(), compare=False)
     #: Features to compute from the state (FEATURES names and attributes).
     inputs: tuple[str, ...] = field(init=False, default=(), compare=False)
@@ -151,8 +153,25 @@ class Policy:
     windows_used: tuple[int, ...] = field(init=False, default=(), compare=False)
     #: A derived feature reads a time-dependent feature: re-check daily.
     daily: bool = field(init=False, default=False, compare=False)
+    #: Per silence feature: the ms after its anchor at which it crosses a threshold.
+    _silence_offsets: Mapping[str, tuple[int, ...]] = field(
+        init=False, default_factory=dict, compare=False, repr=False
+    )
+    #: Tier name -> place, 0 for the best.
+    _rank: Mapping[str, int] = field(init=False, default_factory=dict, compare=False, repr=False)
+    _by_name: Mapping[str, Tier] = field(
+        init=False, default_factory=dict, compare=False, repr=False
+    )
+    #: (``percentile.<metric>``, metric, the percentiles conditions need, highest first).
+    _percentiles: tuple[tuple[str, str, tuple[float, ...]], ...] = field(
+        init=False, default=(), compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
+        """Compile the indexes the hot path reads: every field not passed to ``__init__``.
+        They are set once, here, with ``object.__setattr__`` (as a frozen dataclass's own
+        ``__init__`` sets its fields), and never change (:meth:`with_cutoffs` makes a new
+        policy)."""
         conditions = self.all_conditions()
         tier_features = {c.feature for t in self.tiers for c in (*t.conditions, *(t.stay or ()))}
         names = {c.feature for c in conditions}
@@ -193,39 +212,31 @@ class Policy:
                 windows.add(k)
                 if "_growth_" in n:
                     windows.add(k + 1)
-        daily = any(n in TIME_FEATURES for _, e in self.derived for n in e.names)
-        setattr_ = object.__setattr__
-        setattr_(self, "features_used", tuple(sorted(tier_features)))
-        setattr_(self, "inputs", tuple(inputs))
-        setattr_(
-            self, "ranked", {m: tuple(sorted(p)) for m, p in sorted(percentile_points.items())}
-        )
-        setattr_(
-            self,
-            "time_thresholds",
-            {f: tuple(sorted(v for v in t if math.isfinite(v))) for f, t in thresholds.items()},
-        )
-        setattr_(self, "windows_used", tuple(sorted(windows)))
-        setattr_(self, "daily", daily)
-        setattr_(
-            self,
-            "_silence_offsets",
-            {
+        time_thresholds = {
+            f: tuple(sorted(v for v in t if math.isfinite(v))) for f, t in thresholds.items()
+        }
+        compiled: dict[str, Any] = {
+            "features_used": tuple(sorted(tier_features)),
+            "inputs": tuple(inputs),
+            "ranked": {m: tuple(sorted(p)) for m, p in sorted(percentile_points.items())},
+            "time_thresholds": time_thresholds,
+            "windows_used": tuple(sorted(windows)),
+            "daily": any(n in TIME_FEATURES for _, e in self.derived for n in e.names),
+            "_silence_offsets": {
                 f: tuple(sorted({off for v in vs for off in _crossings(v)}))
-                for f, vs in self.time_thresholds.items()
+                for f, vs in time_thresholds.items()
                 if f != "T"
             },
-        )
-        setattr_(self, "_rank", {t.name: i for i, t in enumerate(self.tiers)})
-        setattr_(self, "_by_name", {t.name: t for t in self.tiers})
-        setattr_(
-            self,
-            "_percentiles",
-            tuple(
+            "_rank": {t.name: i for i, t in enumerate(self.tiers)},
+            "_by_name": {t.name: t for t in self.tiers},
+            "_percentiles": tuple(
                 (PERCENTILE_PREFIX + m, m, tuple(sorted(p, reverse=True)))
                 for m, p in percentile_points.items()
             ),
-        )
+        }
+        assert compiled.keys() == _COMPILED, "every compiled field, and only those"
+        for name, value in compiled.items():
+            object.__setattr__(self, name, value)
 
     @property
     def key(self) -> str:
@@ -255,12 +266,10 @@ class Policy:
 
     def rank(self, tier: str | None) -> int:
         """0 for the best tier; unknown or no tier ranks below every tier."""
-        rank: dict[str, int] = self._rank  # type: ignore[attr-defined]
-        return rank.get(tier, len(self.tiers)) if tier is not None else len(self.tiers)
+        return self._rank.get(tier, len(self.tiers)) if tier is not None else len(self.tiers)
 
     def tier(self, name: str | None) -> Tier | None:
-        by_name: dict[str, Tier] = self._by_name  # type: ignore[attr-defined]
-        return by_name.get(name) if name is not None else None
+        return self._by_name.get(name) if name is not None else None
 
     def _base_features(self, state: CustomerState, at: int) -> dict[str, Any]:
         f = compute_features(state, at, self.inputs)
@@ -284,7 +293,7 @@ class Policy:
         percentiles, RFM scores and the scorecard ``score``."""
         f = self._base_features(state, at)
         cutoffs = self.cutoffs
-        for pname, metric, points in self._percentiles:  # type: ignore[attr-defined]
+        for pname, metric, points in self._percentiles:
             value = f.get(metric)
             pct = 0.0
             if isinstance(value, int | float):
@@ -330,7 +339,7 @@ class Policy:
         if "score" in names and self.scorecard is not None:
             lines.append(f"score {fmt(features.get('score'))} = sum of:")
             lines.extend("  " + fs.describe() for fs in self.scorecard.breakdown(features))
-        for pname, metric, _ in self._percentiles:  # type: ignore[attr-defined]
+        for pname, metric, _ in self._percentiles:
             if pname in names:
                 lines.append(self._explain_percentile(metric, features))
         if self.rfm is not None and names & {*RFM_SLOTS.values(), "rfm_sum"}:
@@ -361,7 +370,7 @@ class Policy:
         """The first time after ``at`` when a time-dependent feature crosses one of the
         policy's thresholds (None: never, without new events)."""
         best: int | None = None
-        silence: dict[str, tuple[int, ...]] = self._silence_offsets  # type: ignore[attr-defined]
+        silence = self._silence_offsets
         for feature, values in self.time_thresholds.items():
             if feature == "T":
                 if state.first_purchase_at is None:
@@ -393,6 +402,10 @@ class Policy:
             if best is None or t < best:
                 best = t
         return best
+
+
+#: The fields of a Policy that __post_init__ compiles.
+_COMPILED = frozenset(f.name for f in fields(Policy) if not f.init)
 
 
 def _crossings(v: float) -> tuple[int, ...]:
