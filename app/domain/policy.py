@@ -1,28 +1,13 @@
 """Tiering policies: validated, compiled rule sets that turn features into a tier, a
 lifecycle stage and upgrade flags.
 
-A policy document (usually YAML, loaded by :mod:`app.policy_files`) looks like::
-
-    name: value-tiers
-    version: "1"
-    tiers:                      # best tier first; the first whose conditions all hold wins
-      - name: A
-        when: {spend_365d: {gte: 5000}, purchases_365d: {gte: 12}}
-        stay: {spend_365d: {gte: 4000}}   # optional: easier to keep than to get (hysteresis)
-        service_level: {queue_priority: 1, account_manager: dedicated}
-      - name: D                 # the last tier has no conditions: everybody else
-        service_level: {queue_priority: 4}
-    hysteresis: {min_days_in_tier: 30, demotion_grace_days: 14}
-
-Optional sections: ``derived`` (named arithmetic over features, :mod:`app.domain.expr`),
-``scorecard`` and ``rfm`` (:mod:`app.domain.scoring`), ``lifecycle``
-(:mod:`app.domain.lifecycle`), ``upgrade`` (which low tiers are watched for rising
-behaviour) and percentile features ``percentile.<feature>`` ranked over the whole
-population (:mod:`app.domain.population`).
-
-A condition is ``{op: value}`` with ``op`` one of ``gte gt lte lt eq ne in``; a bare number
-means ``gte``. Features are listed in :data:`app.domain.features.FEATURES`; profile
-attributes are addressed as ``attributes.<name>``.
+A :class:`Policy` is built from a policy document by
+:func:`app.domain.policy_doc.policy_from_dict` (the document's format and validation live
+there). Here is what a policy *does*: compute the features it decides on
+(:meth:`Policy.features`), choose a tier and say why (:meth:`Policy.choose`,
+:meth:`Policy.decide`, :meth:`Policy.explain_features`), and say when time alone next
+changes a decision (:meth:`Policy.due_after`). How a current tier is kept or left is
+:mod:`app.domain.hysteresis`.
 """
 
 from __future__ import annotations
@@ -33,26 +18,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from app.domain.bgnbd import Model, parse_model
-from app.domain.churn import ChurnRules, parse_churn
+from app.domain.bgnbd import Model
+from app.domain.churn import ChurnRules
 from app.domain.conditions import (
     PERCENTILE_PREFIX,
     Condition,
-    FeatureKind,
-    Problems,
     all_hold,
-    finite_number,
     first_failed,
     fmt,
     is_attribute,
-    parse_conditions,
 )
-from app.domain.errors import PolicyError
-from app.domain.expr import Expr, ExprError, compile_expr
+from app.domain.expr import Expr
 from app.domain.features import ATTRIBUTE_PREFIX, FEATURES, compute_features
-from app.domain.lifecycle import SILENCE, LifecycleRules, parse_lifecycle
+from app.domain.lifecycle import SILENCE, LifecycleRules
 from app.domain.population import Cutoffs
-from app.domain.scoring import RFM, RFM_SLOTS, Scorecard, parse_rfm, parse_scorecard
+from app.domain.scoring import RFM, RFM_SLOTS, Scorecard
 from app.domain.state import DAY_MS, WINDOWS_DAYS, CustomerState
 
 __all__ = [
@@ -63,7 +43,6 @@ __all__ = [
     "Policy",
     "Tier",
     "UpgradeRule",
-    "policy_from_dict",
 ]
 
 #: Features whose value changes with time alone (a due time is set where they cross a
@@ -423,264 +402,3 @@ def _crossings(v: float) -> tuple[int, ...]:
     reach = next((m for m in near if m / DAY_MS >= v), base + 1)
     passed = next((m for m in near if m / DAY_MS > v), base + 2)
     return (reach, passed)
-
-
-def _is_name(value: Any) -> bool:
-    """A usable name or version: a non-empty string, or a number (YAML ``version: 1``)."""
-    if isinstance(value, bool) or value is None:
-        return False
-    return isinstance(value, str | int | float) and str(value).strip() != ""
-
-
-_TOP_KEYS = {
-    "name",
-    "version",
-    "description",
-    "currency",
-    "tiers",
-    "derived",
-    "scorecard",
-    "rfm",
-    "hysteresis",
-    "lifecycle",
-    "upgrade",
-    "model",
-    "churn",
-}
-_TIER_KEYS = {"name", "when", "stay", "service_level", "description"}
-_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
-
-
-class _Names:
-    """What each feature name is, as the policy's sections are parsed in order."""
-
-    def __init__(self) -> None:
-        self.numbers: set[str] = set(FEATURES)
-
-    def kind_of(self, name: str) -> FeatureKind | None:
-        if name in self.numbers:
-            return "number"
-        if is_attribute(name):
-            return "attribute"
-        if name.startswith(PERCENTILE_PREFIX):
-            metric = name[len(PERCENTILE_PREFIX) :]
-            if metric in self.numbers and metric not in {"score", *RFM_SLOTS.values(), "rfm_sum"}:
-                return "percentile"
-        return None
-
-    def base_kind_of(self, name: str) -> FeatureKind | None:
-        """For derived expressions: numbers and attributes only (no percentiles)."""
-        kind = self.kind_of(name)
-        return kind if kind != "percentile" else None
-
-
-def policy_from_dict(doc: Any, source: str = "<policy>") -> Policy:
-    """Validate a parsed policy document; every problem is reported with its path.
-
-    >>> policy_from_dict({"name": "p", "version": 1, "tiers": [{"name": "all"}]}).version
-    '1'
-    >>> policy_from_dict({"name": "p", "version": 1, "tiers": [
-    ...     {"name": "A", "when": {"spend_90d": {"gte": "lots"}}}, {"name": "B"}]}, "p.yaml")
-    Traceback (most recent call last):
-    ...
-    app.domain.errors.PolicyError: invalid policy p.yaml:
-      tiers[0].when.spend_90d.gte: must be a number, got 'lots'
-    """
-    problems: Problems = []
-    if not isinstance(doc, Mapping):
-        got = "an empty document" if doc is None else type(doc).__name__
-        raise PolicyError(source, [("$", f"a policy must be a mapping, got {got}")])
-    for key in ("name", "version"):
-        if not _is_name(doc.get(key)):
-            problems.append((key, "required: a non-empty string"))
-    for key in doc:
-        if key not in _TOP_KEYS:
-            problems.append((str(key), f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})"))
-    currency = doc.get("currency")
-    if currency is not None and not isinstance(currency, str):
-        problems.append(("currency", "must be a string such as USD"))
-    names = _Names()
-    derived = _parse_derived(doc.get("derived"), problems, names)
-    scorecard = None
-    if doc.get("scorecard") is not None:
-        scorecard = parse_scorecard(doc["scorecard"], "scorecard", problems, names.kind_of)
-        names.numbers.add("score")
-    rfm = None
-    if doc.get("rfm") is not None:
-        rfm = parse_rfm(doc["rfm"], "rfm", problems, names.kind_of)
-        names.numbers.update({*RFM_SLOTS.values(), "rfm_sum"})
-    tiers = _parse_tiers(doc.get("tiers"), problems, names)
-    hysteresis = _parse_hysteresis(doc.get("hysteresis"), problems)
-    lifecycle = parse_lifecycle(doc.get("lifecycle"), "lifecycle", problems, names.kind_of)
-    upgrade = _parse_upgrade(doc.get("upgrade"), tiers, problems, names)
-    model = None
-    if doc.get("model") is not None:
-        model = parse_model(doc["model"], "model", problems)
-    churn = parse_churn(
-        doc.get("churn"),
-        "churn",
-        problems,
-        names.kind_of,
-        {t.name for t in tiers},
-        model is not None and model.bgnbd is not None,
-    )
-    if problems:
-        raise PolicyError(source, problems)
-    return Policy(
-        name=str(doc["name"]),
-        version=str(doc["version"]),
-        tiers=tuple(tiers),
-        description=str(doc.get("description") or ""),
-        currency=currency or None,
-        derived=derived,
-        scorecard=scorecard,
-        rfm=rfm,
-        hysteresis=hysteresis,
-        lifecycle=lifecycle,
-        upgrade=upgrade,
-        model=model,
-        churn=churn,
-    )
-
-
-def _parse_derived(raw: Any, problems: Problems, names: _Names) -> tuple[tuple[str, Expr], ...]:
-    """Derived features, each may use the ones before it."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, Mapping):
-        problems.append(("derived", "must be a mapping name -> expression"))
-        return ()
-    out: list[tuple[str, Expr]] = []
-    for name, source in raw.items():
-        path = f"derived.{name}"
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            problems.append((path, "a name must be lower_case letters, digits and _"))
-            continue
-        if name in FEATURES or name in {"score", *RFM_SLOTS.values(), "rfm_sum"}:
-            problems.append((path, "this name is taken by a built-in feature"))
-            continue
-        if isinstance(source, bool) or not isinstance(source, str | int | float):
-            problems.append((path, f"must be an arithmetic expression, got {source!r}"))
-            continue
-        try:
-            expr = compile_expr(str(source))
-        except ExprError as exc:
-            problems.append((path, str(exc)))
-            continue
-        unknown = [n for n in expr.names if names.base_kind_of(n) is None]
-        if unknown:
-            problems.append(
-                (
-                    path,
-                    f"unknown feature(s) {', '.join(unknown)} (derived features may use "
-                    "built-in features, attributes and derived features defined above)",
-                )
-            )
-            continue
-        names.numbers.add(name)
-        out.append((name, expr))
-    return tuple(out)
-
-
-def _parse_tiers(raw_tiers: Any, problems: Problems, names: _Names) -> list[Tier]:
-    tiers: list[Tier] = []
-    if not isinstance(raw_tiers, list) or not raw_tiers:
-        problems.append(("tiers", "required: a non-empty list, best tier first"))
-        return tiers
-    seen: set[str] = set()
-    for i, raw in enumerate(raw_tiers):
-        path = f"tiers[{i}]"
-        if not isinstance(raw, Mapping):
-            problems.append((path, "must be a mapping with name, when, stay, service_level"))
-            continue
-        name = raw.get("name")
-        if not isinstance(name, str) or not name.strip():
-            problems.append((f"{path}.name", "required: a non-empty string"))
-            name = f"#{i}"
-        elif name in seen:
-            problems.append((f"{path}.name", f"duplicate tier name {name!r}"))
-        seen.add(name)
-        for key in raw:
-            if key not in _TIER_KEYS:
-                problems.append(
-                    (f"{path}.{key}", f"unknown key (allowed: {', '.join(sorted(_TIER_KEYS))})")
-                )
-        when = raw.get("when")
-        conditions = parse_conditions(
-            {} if when is None else when, f"{path}.when", problems, names.kind_of
-        )
-        stay: tuple[Condition, ...] | None = None
-        if raw.get("stay") is not None:
-            stay = parse_conditions(raw["stay"], f"{path}.stay", problems, names.kind_of)
-        service = raw.get("service_level")
-        if service is None:
-            service = {}
-        elif not isinstance(service, Mapping):
-            problems.append((f"{path}.service_level", "must be a mapping"))
-            service = {}
-        is_last = i == len(raw_tiers) - 1
-        empty = not when if isinstance(when, Mapping) or when is None else None
-        if is_last and empty is False:
-            problems.append((f"{path}.when", "the last tier must have no conditions (catch-all)"))
-        elif not is_last and empty:
-            problems.append(
-                (
-                    f"{path}.when",
-                    "only the last tier may have no conditions (tiers after it "
-                    "could never be chosen)",
-                )
-            )
-        if is_last and stay:
-            problems.append((f"{path}.stay", "the last tier is kept by everybody: no stay"))
-        description = str(raw.get("description") or "")
-        tiers.append(Tier(name, conditions, dict(service), stay, description))
-    return tiers
-
-
-def _parse_hysteresis(raw: Any, problems: Problems) -> Hysteresis:
-    if raw is None:
-        return Hysteresis()
-    if not isinstance(raw, Mapping):
-        problems.append(("hysteresis", "must be a mapping"))
-        return Hysteresis()
-    values: dict[str, float] = {}
-    for key, v in raw.items():
-        if key not in ("min_days_in_tier", "demotion_grace_days"):
-            problems.append(
-                (
-                    f"hysteresis.{key}",
-                    "unknown key (allowed: demotion_grace_days, min_days_in_tier)",
-                )
-            )
-        elif not finite_number(v) or v < 0:
-            problems.append((f"hysteresis.{key}", f"must be a number of days >= 0, got {v!r}"))
-        else:
-            values[str(key)] = float(v)
-    return Hysteresis(**values)
-
-
-def _parse_upgrade(
-    raw: Any, tiers: list[Tier], problems: Problems, names: _Names
-) -> UpgradeRule | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        problems.append(("upgrade", "must be a mapping with tiers and when"))
-        return None
-    for key in raw:
-        if key not in ("tiers", "when"):
-            problems.append((f"upgrade.{key}", "unknown key (allowed: tiers, when)"))
-    known = [t.name for t in tiers]
-    watched = raw.get("tiers", known[-1:])
-    if not isinstance(watched, list) or not watched:
-        problems.append(("upgrade.tiers", "must be a non-empty list of tier names"))
-        watched = []
-    for j, name in enumerate(watched):
-        if name not in known:
-            problems.append((f"upgrade.tiers[{j}]", f"not a tier of this policy: {name!r}"))
-    when = raw.get("when")
-    if not isinstance(when, Mapping) or not when:
-        problems.append(("upgrade.when", "required: the conditions of rising behaviour"))
-        return None
-    conditions = parse_conditions(when, "upgrade.when", problems, names.kind_of)
-    return UpgradeRule(frozenset(str(n) for n in watched), conditions)

@@ -17,7 +17,8 @@ from app.domain.engine import step, tick
 from app.domain.events import Event
 from app.domain.features import FEATURES, compute_features, rfm_summary, rolling
 from app.domain.outputs import TierChange, output_id, snapshot
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.replay import replay
 from app.domain.state import (
     CustomerState,

@@ -16,7 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner
 import app.web
 from app.domain.engine import step
 from app.domain.events import Event
-from app.domain.policy import policy_from_dict
+from app.domain.policy_doc import policy_from_dict
 from app.domain.state import CustomerState
 from app.explain import explain, json_safe
 from app.policy_files import load_policy

@@ -25,7 +25,8 @@ from app.domain.engine import reevaluate, step, tick
 from app.domain.events import Event
 from app.domain.hysteresis import Hold, held_by
 from app.domain.outputs import Output, TierChange
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.state import CustomerState
 from tests.builders import DAY, HOUR, at, interaction, purchase, refund
 

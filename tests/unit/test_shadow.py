@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from app.classify import classify_events, population_cutoffs
 from app.cli import cli
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.replay import replay
 from app.domain.state import CustomerState, state_to_dict
 from app.shadow import NO_TIER, Example, PolicyDiff, diff_events, diff_states
