@@ -31,8 +31,9 @@ from app.domain.conditions import (
 from app.domain.expr import Expr
 from app.domain.features import ATTRIBUTE_PREFIX, FEATURES, compute_features
 from app.domain.lifecycle import SILENCE, LifecycleRules
+from app.domain.methods import TieringMethod, explanation_order
 from app.domain.population import Cutoffs
-from app.domain.scoring import RFM, RFM_SLOTS, Scorecard
+from app.domain.scoring import RFM, Scorecard
 from app.domain.state import DAY_MS, WINDOWS_DAYS, CustomerState
 
 __all__ = [
@@ -105,8 +106,9 @@ class Policy:
     currency: str | None = None
     #: Derived features in evaluation order.
     derived: tuple[tuple[str, Expr], ...] = ()
-    scorecard: Scorecard | None = None
-    rfm: RFM | None = None
+    #: Its tiering methods (``rfm``, ``scorecard``, ...) in evaluation order
+    #: (:data:`app.domain.methods.METHODS`).
+    methods: tuple[TieringMethod, ...] = ()
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
     lifecycle: LifecycleRules = field(default_factory=LifecycleRules)
     upgrade: UpgradeRule | None = None
@@ -145,6 +147,10 @@ class Policy:
     _percentiles: tuple[tuple[str, str, tuple[float, ...]], ...] = field(
         init=False, default=(), compare=False, repr=False
     )
+    #: The methods in the order reasons explain them; None: the percentiles' cut-offs.
+    _explained: tuple[TieringMethod | None, ...] = field(
+        init=False, default=(), compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         """Compile the indexes the hot path reads: every field not passed to ``__init__``.
@@ -156,10 +162,8 @@ class Policy:
         names = {c.feature for c in conditions}
         for _, expr in self.derived:
             names.update(expr.names)
-        if self.scorecard is not None:
-            names.update(self.scorecard.features)
-        if self.rfm is not None:
-            names.update(self.rfm.features)
+        for method in self.methods:
+            names.update(method.inputs)
         names.add(SILENCE)  # the lifecycle's silence
         percentile_points: dict[str, set[float]] = {}
         for c in conditions:
@@ -167,18 +171,18 @@ class Policy:
                 metric = c.feature[len(PERCENTILE_PREFIX) :]
                 names.add(metric)
                 percentile_points.setdefault(metric, set()).add(c.value)
-        if self.rfm is not None:
-            for metric, points in self.rfm.ranked.items():
+        for method in self.methods:
+            for metric, points in method.ranked.items():
                 percentile_points.setdefault(metric, set()).update(points)
         inputs = sorted(n for n in names if n in FEATURES or is_attribute(n))
         thresholds: dict[str, set[float]] = {}
         for c in conditions:
             if c.feature in TIME_FEATURES and isinstance(c.value, float):
                 thresholds.setdefault(c.feature, set()).add(c.value)
-        if self.rfm is not None:
-            for sc in self.rfm.scores:
-                if sc.feature in TIME_FEATURES:
-                    thresholds.setdefault(sc.feature, set()).update(sc.edges or ())
+        for method in self.methods:
+            for feature, values in method.thresholds.items():
+                if feature in TIME_FEATURES:
+                    thresholds.setdefault(feature, set()).update(values)
         for metric in percentile_points:
             if metric in TIME_FEATURES:
                 cuts = self.cutoffs.values.get(metric, {})
@@ -212,6 +216,7 @@ class Policy:
                 (PERCENTILE_PREFIX + m, m, tuple(sorted(p, reverse=True)))
                 for m, p in percentile_points.items()
             ),
+            "_explained": explanation_order(self.methods),
         }
         assert compiled.keys() == _COMPILED, "every compiled field, and only those"
         for name, value in compiled.items():
@@ -221,6 +226,16 @@ class Policy:
     def key(self) -> str:
         """``name@version``: what a customer's state remembers it was evaluated under."""
         return f"{self.name}@{self.version}"
+
+    @property
+    def scorecard(self) -> Scorecard | None:
+        """The ``scorecard`` method, if the policy has one."""
+        return next((m for m in self.methods if isinstance(m, Scorecard)), None)
+
+    @property
+    def rfm(self) -> RFM | None:
+        """The ``rfm`` method, if the policy has one."""
+        return next((m for m in self.methods if isinstance(m, RFM)), None)
 
     def with_cutoffs(self, cutoffs: Cutoffs) -> Policy:
         """The same policy deciding with other population cut-offs."""
@@ -237,10 +252,8 @@ class Policy:
             out.extend(self.upgrade.conditions)
         if self.churn is not None:
             out.extend(self.churn.conditions)
-        if self.scorecard is not None:
-            for f in self.scorecard.factors:
-                for b in f.bands:
-                    out.extend(b.conditions)
+        for method in self.methods:
+            out.extend(method.conditions)
         return out
 
     def rank(self, tier: str | None) -> int:
@@ -269,7 +282,7 @@ class Policy:
 
     def features(self, state: CustomerState, at: int) -> dict[str, Any]:
         """Every feature the policy decides on, as of ``at``: computed, derived,
-        percentiles, RFM scores and the scorecard ``score``."""
+        percentiles, then what each method adds (RFM scores, the scorecard ``score``)."""
         f = self._base_features(state, at)
         cutoffs = self.cutoffs
         for pname, metric, points in self._percentiles:
@@ -281,10 +294,8 @@ class Policy:
                         pct = p
                         break
             f[pname] = pct
-        if self.rfm is not None:
-            self.rfm.add_scores(f, cutoffs)
-        if self.scorecard is not None:
-            f["score"] = self.scorecard.score(f)
+        for method in self.methods:
+            method.add(f, cutoffs)
         return f
 
     def choose(self, features: Mapping[str, Any]) -> Tier:
@@ -311,23 +322,18 @@ class Policy:
         raise AssertionError("validated policies end with a catch-all tier")
 
     def explain_features(self, features: Mapping[str, Any], names: Iterable[str]) -> list[str]:
-        """Where computed features come from: the scorecard's factors, a percentile's
-        cut-off, RFM scores (for the names that decided)."""
+        """Where computed features come from, for the names that decided: the methods'
+        explanations (the scorecard's factors, RFM scores) and the percentiles' cut-offs,
+        in :data:`app.domain.methods.EXPLAINED` order."""
         lines: list[str] = []
         names = set(names)
-        if "score" in names and self.scorecard is not None:
-            lines.append(f"score {fmt(features.get('score'))} = sum of:")
-            lines.extend("  " + fs.describe() for fs in self.scorecard.breakdown(features))
-        for pname, metric, _ in self._percentiles:
-            if pname in names:
-                lines.append(self._explain_percentile(metric, features))
-        if self.rfm is not None and names & {*RFM_SLOTS.values(), "rfm_sum"}:
-            for sc in self.rfm.scores:
-                how = "bands " + fmt(sc.edges) if sc.edges is not None else "population quintiles"
-                lines.append(
-                    f"{RFM_SLOTS[sc.slot]} {fmt(features.get(RFM_SLOTS[sc.slot]))}: "
-                    f"{sc.feature} {fmt(features.get(sc.feature))} by {how}"
-                )
+        for method in self._explained:
+            if method is None:
+                for pname, metric, _ in self._percentiles:
+                    if pname in names:
+                        lines.append(self._explain_percentile(metric, features))
+            elif names & method.provides:
+                lines.extend(method.explain(features))
         return lines
 
     def _explain_percentile(self, metric: str, features: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ A document looks like::
     hysteresis: {min_days_in_tier: 30, demotion_grace_days: 14}
 
 Optional sections: ``derived`` (named arithmetic over features, :mod:`app.domain.expr`),
-``scorecard`` and ``rfm`` (:mod:`app.domain.scoring`), ``lifecycle``
+the tiering methods ``scorecard`` and ``rfm`` (:mod:`app.domain.methods`), ``lifecycle``
 (:mod:`app.domain.lifecycle`), ``upgrade`` (which low tiers are watched for rising
 behaviour), ``model`` (:mod:`app.domain.bgnbd`), ``churn`` (:mod:`app.domain.churn_doc`)
 and percentile features ``percentile.<feature>`` ranked over the whole population
@@ -50,8 +50,8 @@ from app.domain.errors import PolicyError
 from app.domain.expr import Expr, ExprError, compile_expr
 from app.domain.features import FEATURES
 from app.domain.lifecycle import parse_lifecycle
+from app.domain.methods import METHODS, PROVIDED, TieringMethod
 from app.domain.policy import Hysteresis, Policy, Tier, UpgradeRule
-from app.domain.scoring import RFM_SLOTS, parse_rfm, parse_scorecard
 
 __all__ = ["policy_from_dict"]
 
@@ -70,14 +70,21 @@ _TOP_KEYS = {
     "currency",
     "tiers",
     "derived",
-    "scorecard",
-    "rfm",
+    *METHODS,
     "hysteresis",
     "lifecycle",
     "upgrade",
     "model",
     "churn",
 }
+#: The methods' sections in the order they are parsed: each may read the features the
+#: ones before it provide. This is not :data:`~app.domain.methods.METHODS` (evaluation)
+#: order: an RFM score may name ``score``, which is added after the RFM scores and so
+#: has no value for it yet, and a scorecard may not name an RFM score, which it could
+#: read. Kept as it was (no behaviour change); parsing in METHODS order would reject the
+#: first and allow the second.
+_PARSED_IN = ("scorecard", "rfm")
+assert set(_PARSED_IN) == set(METHODS)
 _TIER_KEYS = {"name", "when", "stay", "service_level", "description"}
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -95,7 +102,7 @@ class _Names:
             return "attribute"
         if name.startswith(PERCENTILE_PREFIX):
             metric = name[len(PERCENTILE_PREFIX) :]
-            if metric in self.numbers and metric not in {"score", *RFM_SLOTS.values(), "rfm_sum"}:
+            if metric in self.numbers and metric not in PROVIDED:
                 return "percentile"
         return None
 
@@ -132,14 +139,14 @@ def policy_from_dict(doc: Any, source: str = "<policy>") -> Policy:
         problems.append(("currency", "must be a string such as USD"))
     names = _Names()
     derived = _parse_derived(doc.get("derived"), problems, names)
-    scorecard = None
-    if doc.get("scorecard") is not None:
-        scorecard = parse_scorecard(doc["scorecard"], "scorecard", problems, names.kind_of)
-        names.numbers.add("score")
-    rfm = None
-    if doc.get("rfm") is not None:
-        rfm = parse_rfm(doc["rfm"], "rfm", problems, names.kind_of)
-        names.numbers.update({*RFM_SLOTS.values(), "rfm_sum"})
+    parsed: dict[str, TieringMethod] = {}
+    for section in _PARSED_IN:
+        if doc.get(section) is not None:
+            method = METHODS[section]
+            found = method.parse(doc[section], section, problems, names.kind_of)
+            if found is not None:
+                parsed[section] = found
+            names.numbers.update(method.kind.provides)
     tiers = _parse_tiers(doc.get("tiers"), problems, names)
     hysteresis = _parse_hysteresis(doc.get("hysteresis"), problems)
     lifecycle = parse_lifecycle(doc.get("lifecycle"), "lifecycle", problems, names.kind_of)
@@ -164,8 +171,7 @@ def policy_from_dict(doc: Any, source: str = "<policy>") -> Policy:
         description=str(doc.get("description") or ""),
         currency=currency or None,
         derived=derived,
-        scorecard=scorecard,
-        rfm=rfm,
+        methods=tuple(parsed[section] for section in METHODS if section in parsed),
         hysteresis=hysteresis,
         lifecycle=lifecycle,
         upgrade=upgrade,
@@ -187,7 +193,7 @@ def _parse_derived(raw: Any, problems: Problems, names: _Names) -> tuple[tuple[s
         if not isinstance(name, str) or not _NAME_RE.match(name):
             problems.append((path, "a name must be lower_case letters, digits and _"))
             continue
-        if name in FEATURES or name in {"score", *RFM_SLOTS.values(), "rfm_sum"}:
+        if name in FEATURES or name in PROVIDED:
             problems.append((path, "this name is taken by a built-in feature"))
             continue
         if isinstance(source, bool) or not isinstance(source, str | int | float):
