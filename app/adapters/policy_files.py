@@ -14,7 +14,8 @@ import orjson
 import yaml
 
 from app.domain.errors import PolicyError
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.population import Cutoffs
 
 DEFAULT_POLICY = "default_policy.yaml"

@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.domain.churn import ChurnRules
-from app.domain.conditions import all_hold, first_failed, fmt
+from app.domain.conditions import all_hold
 from app.domain.events import AttributeValue, Event
+from app.domain.hysteresis import decide_tier, demotion_allowed
 from app.domain.outputs import (
     ChurnCleared,
     ChurnWarning,
@@ -282,7 +283,7 @@ def evaluate(
     features = policy.features(state, at)
     outputs: list[Output] = []
     previous = state.tier
-    tier, notes = _decide_tier(state, at, policy, features, changed_policy)
+    tier, notes = decide_tier(state, at, policy, features, changed_policy)
     if tier.name != previous:
         outputs.append(_tier_change(state, at, policy, features, tier, notes, cause, trigger))
         state.tier = tier.name
@@ -331,60 +332,6 @@ def evaluate(
     return outputs
 
 
-def _decide_tier(
-    state: CustomerState, at: int, policy: Policy, features: Mapping[str, Any], fresh: bool
-) -> tuple[Tier, list[str]]:
-    """The tier after hysteresis, and notes on how hysteresis shaped it.
-
-    The entry tier is the first whose ``when`` holds. A better tier than the current one
-    is taken at once; a worse one only when the current tier's ``stay`` conditions fail,
-    and then only after ``min_days_in_tier`` in the tier and ``demotion_grace_days`` of
-    the demotion being wanted at every evaluation. Hysteresis does not apply to a
-    customer's first evaluation, to a tier the policy no longer has, or under a new
-    policy (``fresh``)."""
-    entry = policy.choose(features)
-    current = policy.tier(state.tier)
-    if fresh or current is None or policy.rank(entry.name) <= policy.rank(current.name):
-        state.pending_tier = state.pending_since = None
-        return entry, []
-    if current.keeps(features):
-        state.pending_tier = state.pending_since = None
-        return current, []
-    if state.pending_tier is None or state.pending_since is None:
-        state.pending_since = at
-    state.pending_tier = entry.name
-    allowed = _demotion_allowed(state, policy)
-    if at < allowed:
-        return current, []
-    notes = []
-    kept = current.conditions if current.stay is None else current.stay
-    failed = first_failed(kept, features)
-    if failed is not None:
-        notes.append(f"left {current.name}: {failed.describe(features.get(failed.feature), False)}")
-    h = policy.hysteresis
-    if h.min_days_in_tier or h.demotion_grace_days:
-        notes.append(
-            f"demotion wanted since {_days(at - state.pending_since)} days, "
-            f"in {current.name} for {_days(at - (state.tier_since or 0))} days "
-            f"(hysteresis: min {fmt(h.min_days_in_tier)} days in tier, "
-            f"grace {fmt(h.demotion_grace_days)} days)"
-        )
-    state.pending_tier = state.pending_since = None
-    return entry, notes
-
-
-def _demotion_allowed(state: CustomerState, policy: Policy) -> int:
-    h = policy.hysteresis
-    return max(
-        (state.tier_since or 0) + int(h.min_days_in_tier * DAY_MS),
-        (state.pending_since or 0) + int(h.demotion_grace_days * DAY_MS),
-    )
-
-
-def _days(ms: int) -> str:
-    return fmt(round(ms / DAY_MS, 2))
-
-
 def _next_due(state: CustomerState, at: int, policy: Policy) -> int | None:
     """When the customer must next be re-evaluated without new events."""
     if state.roll_due is None or state.roll_due <= at:
@@ -392,7 +339,7 @@ def _next_due(state: CustomerState, at: int, policy: Policy) -> int | None:
     best = state.roll_due
     for t in (
         policy.due_after(state, at),
-        _demotion_allowed(state, policy) if state.pending_tier is not None else None,
+        demotion_allowed(state, policy.hysteresis) if state.pending_tier is not None else None,
         policy.lifecycle.reactivation_ends(state.stage or "", state.stage_since),
         policy.churn.due_after(state, at, policy.model) if policy.churn is not None else None,
     ):

@@ -39,7 +39,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from app.domain.conditions import (
     Condition,
@@ -114,11 +114,38 @@ class FactorScore:
 
 @dataclass(frozen=True)
 class Scorecard:
+    """A weighted scorecard: the :class:`~app.domain.methods.TieringMethod` of the
+    ``scorecard`` section, adding the feature ``score``."""
+
     factors: tuple[Factor, ...]
 
+    provides: ClassVar[frozenset[str]] = frozenset({"score"})
+
     @property
-    def features(self) -> set[str]:
+    def inputs(self) -> set[str]:
         return {f.feature for f in self.factors}
+
+    @property
+    def ranked(self) -> dict[str, tuple[float, ...]]:
+        return {}  # a percentile factor reads percentile.<feature>: the policy ranks it
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        """The bands' conditions, factor by factor."""
+        return tuple(c for f in self.factors for b in f.bands for c in b.conditions)
+
+    @property
+    def thresholds(self) -> dict[str, tuple[float, ...]]:
+        return {}  # where the score changes is where a band's condition flips
+
+    def add(self, features: dict[str, Any], cutoffs: Cutoffs) -> None:
+        features["score"] = self.score(features)
+
+    def explain(self, features: Mapping[str, Any]) -> list[str]:
+        return [
+            f"score {fmt(features.get('score'))} = sum of:",
+            *("  " + fs.describe() for fs in self.breakdown(features)),
+        ]
 
     def score(self, features: Mapping[str, Any]) -> float:
         return sum(f.weight * f.points(features)[0] / 100.0 for f in self.factors)
@@ -157,10 +184,15 @@ class RFMScore:
 
 @dataclass(frozen=True)
 class RFM:
+    """RFM scores: the :class:`~app.domain.methods.TieringMethod` of the ``rfm`` section,
+    adding ``rfm_r``, ``rfm_f``, ``rfm_m`` (those it scores) and ``rfm_sum``."""
+
     scores: tuple[RFMScore, ...]
 
+    provides: ClassVar[frozenset[str]] = frozenset({*RFM_SLOTS.values(), "rfm_sum"})
+
     @property
-    def features(self) -> set[str]:
+    def inputs(self) -> set[str]:
         return {s.feature for s in self.scores}
 
     @property
@@ -168,13 +200,35 @@ class RFM:
         """Features scored by population quintiles, with the percentiles they need."""
         return {s.feature: QUINTILES for s in self.scores if s.edges is None}
 
-    def add_scores(self, features: dict[str, Any], cutoffs: Cutoffs) -> None:
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        return ()
+
+    @property
+    def thresholds(self) -> dict[str, tuple[float, ...]]:
+        """The band edges of each scored feature (where a score changes)."""
+        out: dict[str, tuple[float, ...]] = {}
+        for s in self.scores:
+            out[s.feature] = (*out.get(s.feature, ()), *(s.edges or ()))
+        return out
+
+    def add(self, features: dict[str, Any], cutoffs: Cutoffs) -> None:
         total: int | None = 0
         for s in self.scores:
             value = s.score(features, cutoffs)
             features[RFM_SLOTS[s.slot]] = value
             total = None if value is None or total is None else total + value
         features["rfm_sum"] = total
+
+    def explain(self, features: Mapping[str, Any]) -> list[str]:
+        lines: list[str] = []
+        for sc in self.scores:
+            how = "bands " + fmt(sc.edges) if sc.edges is not None else "population quintiles"
+            lines.append(
+                f"{RFM_SLOTS[sc.slot]} {fmt(features.get(RFM_SLOTS[sc.slot]))}: "
+                f"{sc.feature} {fmt(features.get(sc.feature))} by {how}"
+            )
+        return lines
 
 
 def parse_scorecard(raw: Any, path: str, problems: Problems, kind_of: KindOf) -> Scorecard | None:

@@ -29,9 +29,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from app.domain.conditions import all_hold, first_failed
+from app.domain.conditions import first_failed
+from app.domain.hysteresis import demotion_allowed, held_by, leaving
 from app.domain.policy import Policy
-from app.domain.state import DAY_MS, CustomerState
+from app.domain.state import CustomerState
 from schemas.codec import iso
 
 __all__ = ["explain", "json_safe"]
@@ -147,10 +148,10 @@ def _held(
     longer hold (``entry`` is worse): its stay conditions, or a pending demotion. None
     when something else explains the difference (a better entry tier, or a demotion that
     nothing holds back: the policy's cut-offs changed)."""
-    tier = policy.tier(state.tier)
-    if tier is None or policy.rank(entry) <= policy.rank(tier.name):
+    tier = leaving(policy, state, entry)
+    if tier is None:
         return None
-    kept = tier.conditions if tier.stay is None else tier.stay
+    kept = tier.stay_conditions
     deciding.update((c.feature, features.get(c.feature)) for c in kept)
     failed_entry = first_failed(tier.conditions, features)
     lost = (
@@ -159,16 +160,15 @@ def _held(
         if failed_entry is not None
         else ""
     )
-    if tier.stay is not None and all_hold(kept, features):
-        held = ", ".join(c.describe(features.get(c.feature), True) for c in kept)
-        return f"held in {tier.name} by its stay conditions: {held}{lost}"
-    if state.pending_tier is None or state.pending_since is None:
+    held = held_by(policy, state, entry, features)
+    if held == "stay":
+        holding = ", ".join(c.describe(features.get(c.feature), True) for c in kept)
+        return f"held in {tier.name} by its stay conditions: {holding}{lost}"
+    if held is None:
         return None
+    assert state.pending_since is not None  # held by a pending demotion
     h = policy.hysteresis
-    allowed = max(
-        (state.tier_since or 0) + int(h.min_days_in_tier * DAY_MS),
-        state.pending_since + int(h.demotion_grace_days * DAY_MS),
-    )  # as app.domain.engine._demotion_allowed
+    allowed = demotion_allowed(state, h)
     failed = first_failed(kept, features)
     why = (
         f" ({'stay' if tier.stay is not None else 'entry'} condition fails: "

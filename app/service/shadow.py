@@ -37,8 +37,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from app.domain.conditions import all_hold, first_failed
+from app.domain.conditions import first_failed
 from app.domain.events import Event
+from app.domain.hysteresis import held_by
 from app.domain.outputs import Direction, tier_direction
 from app.domain.policy import Policy
 from app.domain.state import CustomerState
@@ -398,7 +399,7 @@ def diff_states(
             diff.other_policy += 1
         elif old.tier(state.tier) is not None:
             old_features = old.features(state, t)
-            if _held(state, old, old.choose(old_features).name, old_features):
+            if held_by(old, state, old.choose(old_features).name, old_features):
                 diff.held += 1
         diff._add(old_tier, new_tier, t)
         cell = (old_tier, new_tier)
@@ -430,17 +431,6 @@ def _example(
     )
 
 
-def _held(state: CustomerState, old: Policy, fresh: str, features: Mapping[str, Any]) -> bool:
-    """Whether hysteresis holds the customer in the current tier: deciding afresh would
-    demote, and the tier's stay conditions hold or the demotion is pending (grace, minimum
-    days in tier). Otherwise a differing fresh decision only means time has passed since
-    the last evaluation (``at`` later than it)."""
-    tier = old.tier(state.tier)
-    if tier is None or old.rank(fresh) <= old.rank(tier.name):
-        return False
-    return state.pending_tier is not None or (tier.stay is not None and tier.keeps(features))
-
-
 def _old_reasons(
     state: CustomerState, old: Policy, features: Mapping[str, Any] | None
 ) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -459,14 +449,17 @@ def _old_reasons(
     explained = old.explain_features(features, decision.features)
     if decision.tier == tier.name:
         return (*decision.reasons, *explained), dict(decision.features)
-    kept = tier.conditions if tier.stay is None else tier.stay
+    kept = tier.stay_conditions
     deciding = dict(decision.features)
     deciding.update((c.feature, features.get(c.feature)) for c in kept)
-    if not _held(state, old, decision.tier, features):
+    # Held: deciding afresh would demote, and the tier's stay conditions hold or the
+    # demotion is pending. Not held: time has passed since the last evaluation.
+    held = held_by(old, state, decision.tier, features)
+    if held is None:
         lines = [f"not re-evaluated since; by now {old.key} would choose {decision.tier}"]
-    elif tier.stay is not None and all_hold(kept, features):
-        held = ", ".join(c.describe(features.get(c.feature), True) for c in kept)
-        lines = [f"held in {tier.name} by its stay conditions: {held}"]
+    elif held == "stay":
+        holding = ", ".join(c.describe(features.get(c.feature), True) for c in kept)
+        lines = [f"held in {tier.name} by its stay conditions: {holding}"]
     else:
         failed = first_failed(kept, features)
         h = old.hysteresis

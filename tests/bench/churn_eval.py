@@ -87,7 +87,8 @@ from app.domain.bgnbd import Model
 from app.domain.engine import advance
 from app.domain.events import Event
 from app.domain.outputs import ChurnCleared, ChurnWarning
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.replay import replay
 from app.tools.fit import FitResult, fit_events
 from app.tools.simulate import CustomerTruth, SimulationConfig, simulate

@@ -12,7 +12,8 @@ from app.domain.churn import purchase_gaps, window_totals
 from app.domain.engine import advance, step, tick
 from app.domain.errors import PolicyError
 from app.domain.outputs import ChurnCleared, ChurnWarning, Output
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.replay import replay
 from app.domain.state import CustomerState
 from tests.builders import DAY, at, interaction, purchase
@@ -357,3 +358,12 @@ def test_a_policy_without_churn_warnings_closes_open_episodes() -> None:
 
     reevaluate(state, plain, "policy:plain", "policy_changed")
     assert (state.churn_severity, state.churn_since, state.churn_cleared_at) == (None,) * 3
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import app.domain.churn_doc
+
+    result = doctest.testmod(app.domain.churn_doc)
+    assert result.failed == 0 and result.attempted > 0

@@ -21,7 +21,8 @@ from jsonschema import Draft202012Validator
 from app.adapters.policy_files import load_policy
 from app.domain.engine import reevaluate, step
 from app.domain.outputs import TierChange, tier_direction
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.replay import ReplayResult, replay, sort_key
 from app.domain.state import CustomerState
 from app.service.batch_replay import population_cutoffs

@@ -18,7 +18,8 @@ from app.domain.engine import step, tick
 from app.domain.events import Event
 from app.domain.features import FEATURES, compute_features, rfm_summary, rolling
 from app.domain.outputs import TierChange, output_id, snapshot
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.replay import replay
 from app.domain.state import (
     CustomerState,
@@ -401,9 +402,16 @@ def test_docstring_examples() -> None:
 
     import app.domain.engine
     import app.domain.features
+    import app.domain.hysteresis
     import app.domain.state
     import tests.builders
 
-    for module in (app.domain.state, app.domain.features, app.domain.engine, tests.builders):
+    for module in (
+        app.domain.state,
+        app.domain.features,
+        app.domain.engine,
+        app.domain.hysteresis,
+        tests.builders,
+    ):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -17,7 +17,7 @@ import app.stream.web
 from app.adapters.policy_files import load_policy
 from app.domain.engine import step
 from app.domain.events import Event
-from app.domain.policy import policy_from_dict
+from app.domain.policy_doc import policy_from_dict
 from app.domain.state import CustomerState
 from app.service.explain import explain, json_safe
 from app.stream.web import cluster_view, owners, partition_of, same_worker

@@ -23,8 +23,10 @@ import yaml
 
 from app.domain.engine import reevaluate, step, tick
 from app.domain.events import Event
+from app.domain.hysteresis import Hold, held_by
 from app.domain.outputs import Output, TierChange
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.state import CustomerState
 from tests.builders import DAY, HOUR, at, interaction, purchase, refund
 
@@ -165,6 +167,44 @@ def test_oscillation_under_the_example_keeps_a_with_dips_pending_for_12_hours() 
     assert state.next_due == midnight(134)  # where the demotion would be allowed
     step(state, OSCILLATION[4], noon(120), POLICY)
     assert (state.tier, state.pending_tier, state.pending_since) == ("A", None, None)
+
+
+@pytest.mark.parametrize(
+    ("stay", "dwell", "seen"),
+    [
+        pytest.param(True, True, {"stay", "pending"}, id="the-example"),
+        pytest.param(False, False, set(), id="no-hysteresis"),
+        pytest.param(False, True, {"pending"}, id="dwell-and-grace-only"),
+    ],
+)
+def test_held_by_reads_what_the_engine_decided(stay: bool, dwell: bool, seen: set[Hold]) -> None:
+    """What explain and shadow report as hysteresis (held_by) is what the engine did: after
+    every evaluation of the oscillation, with the timer at every midnight, the customer is
+    held iff the stored tier is not the entry tier, and by a pending demotion iff the state
+    has one."""
+    policy = variant(stay, dwell)
+    holds: set[Hold] = set()
+
+    def check(state: CustomerState) -> None:
+        at_ = max(state.clock, state.evaluated_at)
+        features = policy.features(state, at_)
+        entry = policy.choose(features).name
+        hold = held_by(policy, state, entry, features)
+        assert (hold is not None) == (state.tier != entry), (at_, hold, state.tier, entry)
+        assert (hold == "pending") == (state.pending_tier is not None), (at_, hold)
+        if hold is not None:
+            holds.add(hold)
+
+    by_noon = {e.occurred_at: e for e in OSCILLATION}
+    state: CustomerState | None = None
+    for day in range(366):
+        if state is not None:
+            tick(state, midnight(day), policy)
+            check(state)
+        if (e := by_noon.get(noon(day))) is not None:
+            state = step(state, e, e.occurred_at, policy).state
+            check(state)
+    assert holds == seen
 
 
 # --- promotion, demotion times, cancellation, policy change -----------------------------

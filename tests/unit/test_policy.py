@@ -10,10 +10,12 @@ import pytest
 
 import app.adapters.policy_files
 import app.domain.policy
+import app.domain.policy_doc
 from app.adapters.policy_files import load_policy, parse_policy
 from app.domain.errors import PolicyError
 from app.domain.features import FEATURES
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 
 
 def base(**changes: Any) -> dict[str, Any]:
@@ -233,7 +235,7 @@ def test_yaml_text_parses_like_the_dict() -> None:
 
 
 def test_docstring_examples() -> None:
-    for module in (app.domain.policy, app.adapters.policy_files):
+    for module in (app.domain.policy, app.domain.policy_doc, app.adapters.policy_files):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0
 
@@ -245,7 +247,7 @@ def test_reasons_do_not_depend_on_the_hash_seed() -> None:
     import sys
 
     code = (
-        "from app.domain.policy import policy_from_dict as p\n"
+        "from app.domain.policy_doc import policy_from_dict as p\n"
         "pol = p({'name': 'p', 'version': 1, 'tiers': [{'name': 'A', 'when': "
         "{'attributes.r': {'in': ['delta', 'alpha', 'charlie', 'bravo', 'echo', 10, 9]}}},"
         " {'name': 'B'}]})\n"

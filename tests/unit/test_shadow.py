@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from app.cli.main import cli
-from app.domain.policy import Policy, policy_from_dict
+from app.domain.policy import Policy
+from app.domain.policy_doc import policy_from_dict
 from app.domain.replay import replay
 from app.domain.state import CustomerState, state_to_dict
 from app.service.batch_replay import classify_events, population_cutoffs
