@@ -29,7 +29,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit tests/agents $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/agents tests/contracts $(PYTEST_ARGS)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
