@@ -1,5 +1,7 @@
-"""Wire contracts: JSON Schema documents (``*.schema.json`` beside this file, draft
-2020-12) and the Python decode/encode, tested against those documents.
+"""Wire contracts: the topics (:mod:`schemas.topics`, the one table every list of topics,
+kinds and schema files derives from), JSON Schema documents (``*.schema.json`` beside this
+file, draft 2020-12; :data:`SCHEMA_FILES` by contract name, from the topic table) and the
+Python decode/encode, tested against those documents.
 
 >>> sorted(SCHEMA_FILES)[:4]
 ['churn-cleared', 'churn-warning', 'customer-snapshot', 'interaction']
@@ -27,20 +29,7 @@ from schemas.codec import (
     output_to_cloudevent,
     parse_timestamp,
 )
-
-#: Contract name -> JSON Schema file shipped in this package. Input kinds are named as
-#: :data:`app.domain.events.EventKind`.
-SCHEMA_FILES: dict[str, str] = {
-    "purchase": "purchase.schema.json",
-    "interaction": "interaction.schema.json",
-    "profile": "profile.schema.json",
-    "tier-change": "tier-change.schema.json",
-    "customer-snapshot": "customer-snapshot.schema.json",
-    "lifecycle-change": "lifecycle-change.schema.json",
-    "upgrade-candidate": "upgrade-candidate.schema.json",
-    "churn-warning": "churn-warning.schema.json",
-    "churn-cleared": "churn-cleared.schema.json",
-}
+from schemas.topics import SCHEMA_FILES
 
 
 @cache

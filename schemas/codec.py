@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from operator import attrgetter
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import orjson
 
 from app.domain.errors import InvalidEvent
 from app.domain.events import AttributeValue, Event, EventKind
-from app.domain.outputs import (
-    ChurnCleared,
-    ChurnWarning,
-    LifecycleChange,
-    Output,
-    TierChange,
-    UpgradeCandidate,
-)
+from app.domain.outputs import Output
+from schemas.topics import CORE_OUTPUTS, INPUTS, OUTPUTS
 
 #: Event times before this are rejected as absurd (1990-01-01T00:00:00Z).
 MIN_TIMESTAMP_MS = 631_152_000_000
@@ -49,22 +45,10 @@ MAX_ATTRIBUTE_TEXT = 1024
 #: The bound of ``amount`` (kept as a name: it is older than :data:`MAX_NUMBER`).
 MAX_AMOUNT = MAX_NUMBER
 
-#: CloudEvents ``type`` of each output kind; versioned, never renamed in place.
-EVENT_TYPES = {
-    "tier_change": "io.tierstream.tier.changed.v1",
-    "lifecycle_change": "io.tierstream.lifecycle.changed.v1",
-    "upgrade_candidate": "io.tierstream.upgrade.candidate.v1",
-    "churn_warning": "io.tierstream.churn.warning.v1",
-    "churn_cleared": "io.tierstream.churn.cleared.v1",
-}
-#: Output kind -> topic (without the prefix) and JSON Schema name.
-OUTPUT_TOPICS = {
-    "tier_change": "tier-changes",
-    "lifecycle_change": "lifecycle-changes",
-    "upgrade_candidate": "upgrade-candidates",
-    "churn_warning": "churn-warnings",
-    "churn_cleared": "churn-warnings",
-}
+#: CloudEvents ``type`` of each output kind (:data:`schemas.topics.OUTPUTS`).
+EVENT_TYPES = {o.kind: o.cloudevent_type for o in OUTPUTS}
+#: Output kind -> topic (without the prefix) (:data:`schemas.topics.OUTPUTS`).
+OUTPUT_TOPICS = {o.kind: o.topic for o in OUTPUTS}
 CLOUDEVENTS_SOURCE = "tierstream"
 
 #: Every ``reason`` code :func:`decode_event` can raise (dead-letter header and metric
@@ -106,6 +90,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
 _PURCHASE_TYPES = frozenset({"purchase", "refund", "order"})
+#: The input kinds (:data:`schemas.topics.INPUTS`), each its own value (typed).
+_KINDS: dict[str, EventKind] = {t.kind: t.kind for t in INPUTS}
 
 
 def kind_of(doc: Mapping[str, Any]) -> EventKind:
@@ -116,8 +102,8 @@ def kind_of(doc: Mapping[str, Any]) -> EventKind:
     ('purchase', 'interaction', 'profile')
     """
     kind = doc.get("kind")
-    if kind in ("purchase", "interaction", "profile"):
-        return kind  # type: ignore[no-any-return]
+    if isinstance(kind, str) and kind in _KINDS:
+        return _KINDS[kind]
     typ = doc.get("type")
     if typ in _PURCHASE_TYPES:
         return "purchase"
@@ -331,82 +317,12 @@ def iso(ms: int) -> str:
 
 
 def output_to_cloudevent(out: Output) -> dict[str, Any]:
-    """The CloudEvents 1.0 structured form of an output of the core."""
-    policy = {"name": out.policy_name, "version": out.policy_version}
-    data: dict[str, Any]
-    if isinstance(out, TierChange):
-        data = {
-            "customer_id": out.customer_id,
-            "from_tier": out.from_tier,
-            "to_tier": out.to_tier,
-            "direction": out.direction,
-            "score": out.score,
-            "reasons": list(out.reasons),
-            "features": _json_features(out.features),
-            "policy": policy,
-            "service_level": dict(out.service_level),
-            "stage": out.stage,
-            "cause": out.cause,
-            "trigger": out.trigger,
-        }
-    elif isinstance(out, LifecycleChange):
-        data = {
-            "customer_id": out.customer_id,
-            "from_stage": out.from_stage,
-            "to_stage": out.to_stage,
-            "reason": out.reason,
-            "tier": out.tier,
-            "policy": policy,
-            "cause": out.cause,
-            "trigger": out.trigger,
-        }
-    elif isinstance(out, ChurnWarning):
-        data = {
-            "customer_id": out.customer_id,
-            "severity": out.severity,
-            "previous_severity": out.previous_severity,
-            "episode_started_at": iso(out.episode_started_at),
-            "tier": out.tier,
-            "stage": out.stage,
-            "p_alive": out.p_alive,
-            "days_silent": out.days_silent,
-            "usual_gap_days": out.usual_gap_days,
-            "usual_gap_basis": out.usual_gap_basis,
-            "falling": {m: dict(v) for m, v in out.falling.items()},
-            "expected_purchases": out.expected_purchases,
-            "value_at_risk": out.value_at_risk,
-            "horizon_days": out.horizon_days,
-            "suggested_action": out.action,
-            "reasons": list(out.reasons),
-            "features": _json_features(out.features),
-            "policy": policy,
-            "cause": out.cause,
-            "trigger": out.trigger,
-        }
-    elif isinstance(out, ChurnCleared):
-        data = {
-            "customer_id": out.customer_id,
-            "severity": out.severity,
-            "episode_started_at": iso(out.episode_started_at),
-            "episode_days": out.episode_days,
-            "tier": out.tier,
-            "stage": out.stage,
-            "policy": policy,
-            "cause": out.cause,
-            "trigger": out.trigger,
-        }
-    else:
-        assert isinstance(out, UpgradeCandidate)
-        data = {
-            "customer_id": out.customer_id,
-            "tier": out.tier,
-            "next_tier": out.next_tier,
-            "reasons": list(out.reasons),
-            "features": _json_features(out.features),
-            "policy": policy,
-            "cause": out.cause,
-            "trigger": out.trigger,
-        }
+    """The CloudEvents 1.0 structured form of an output of the core. Its ``data`` holds
+    the keys its row of :data:`schemas.topics.OUTPUTS` lists, in that order: ``policy`` is
+    ``{"name", "version"}``; a key ending in ``_at`` is an epoch-ms attribute written as an
+    RFC 3339 UTC string (:func:`iso`); any other is the attribute's value, with tuples as
+    lists, mappings as plain objects and non-finite numbers as null (JSON has no infinity:
+    "days since last purchase" of a prospect is null)."""
     return {
         "specversion": "1.0",
         "id": out.id,
@@ -415,19 +331,69 @@ def output_to_cloudevent(out: Output) -> dict[str, Any]:
         "subject": out.customer_id,
         "time": iso(out.at),
         "datacontenttype": "application/json",
-        "data": data,
+        "data": {key: get(out) for key, get in _DATA[out.kind]},
     }
 
 
-def _json_features(features: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _json_number(v) for k, v in features.items()}
+def _policy(out: Any) -> dict[str, str]:
+    return {"name": out.policy_name, "version": out.policy_version}
+
+
+def _getter(cls: type, key: str, attribute: str) -> Callable[[Any], Any]:
+    """How the value of ``data[key]`` is read from an output of class ``cls`` (see
+    :func:`output_to_cloudevent`), chosen once by the attribute's declared type."""
+    if key == "policy":
+        return _policy
+    get = attrgetter(attribute)
+    if key.endswith("_at"):
+        return lambda out: None if (ms := get(out)) is None else iso(ms)
+    hint = get_type_hints(cls)[attribute]
+    leaves = _leaf_types(hint)
+    if leaves <= _PLAIN:
+        return get
+    if leaves <= {float, *_PLAIN}:
+        return lambda out: _json_number(get(out))
+    if leaves == {tuple} and _leaf_types(get_args(hint)[0]) <= _PLAIN:  # tuple[str, ...]
+        return lambda out: list(get(out))
+    return lambda out: _json_value(get(out))
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _leaf_types(hint: Any) -> set[Any]:
+    """The types a value of a declared type may have (a Literal's by its values)."""
+    if get_origin(hint) is Literal:
+        return {type(v) for v in get_args(hint)}
+    if isinstance(hint, UnionType) or get_origin(hint) is Union:
+        return set().union(*(_leaf_types(h) for h in get_args(hint)))
+    return {get_origin(hint) or hint}
 
 
 def _json_number(v: Any) -> Any:
-    # JSON has no infinity: "days since last purchase" of a prospect is reported as null.
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
+
+
+def _json_value(v: Any) -> Any:
+    t = type(v)
+    if t is float:
+        return v if math.isfinite(v) else None
+    if t in _PLAIN:
+        return v
+    if t is tuple or t is list:
+        return [_json_value(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _json_value(x) for k, x in v.items()}
+    return _json_number(v)
+
+
+#: Output kind -> (key, how its value is read), in the order of ``data``.
+_DATA: dict[str, tuple[tuple[str, Callable[[Any], Any]], ...]] = {
+    o.kind: tuple((k, _getter(CORE_OUTPUTS[o.kind], k, a)) for k, a in o.data_fields)
+    for o in OUTPUTS
+}
 
 
 def encode_output(out: Output) -> bytes:

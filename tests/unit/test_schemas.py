@@ -35,6 +35,7 @@ from schemas import (
     encode_snapshot,
     load_schema,
 )
+from schemas.topics import OUTPUTS
 from tests.builders import random_events
 
 
@@ -311,13 +312,7 @@ def _outputs(seed: int) -> tuple[list[bytes], list[bytes]]:
     return changes, snaps
 
 
-OUTPUT_SCHEMAS = (
-    "tier-change",
-    "lifecycle-change",
-    "upgrade-candidate",
-    "churn-warning",
-    "churn-cleared",
-)
+OUTPUT_SCHEMAS = tuple(o.schema for o in OUTPUTS)
 
 
 @pytest.mark.parametrize("seed", range(5))
