@@ -48,15 +48,14 @@ from app.domain.state import CustomerState, state_from_dict, state_to_dict
 from app.service.census import NONE, Census, Place
 from app.service.due import DueIndex, ReadProgress
 from schemas import OUTPUT_TOPICS, decode_event, encode_output, encode_snapshot
+from schemas.topics import INPUTS
 
 log = logging.getLogger(__name__)
 
-#: Input topics by logical name, and the event kind each one carries.
-INPUT_KINDS: dict[str, EventKind] = {
-    "purchases": "purchase",
-    "interactions": "interaction",
-    "profiles": "profile",
-}
+#: Input topics by logical name, and the event kind each one carries (schemas.topics).
+INPUT_KINDS: dict[str, EventKind] = {t.name: t.kind for t in INPUTS}
+#: The topic of tier changes (logical name).
+TIER_CHANGES = OUTPUT_TOPICS["tier_change"]
 
 Header = tuple[str, bytes]
 StepFn = Callable[[CustomerState | None, Event, int, Policy], StepResult]
@@ -126,7 +125,7 @@ class BatchOutcome:
     @property
     def tier_changes(self) -> list[OutputRecord]:
         """The tier-change records (read only: add with :meth:`add`)."""
-        return list(self.outputs.get("tier-changes", ()))
+        return list(self.outputs.get(TIER_CHANGES, ()))
 
     def add(self, output: Output, partition: int) -> None:
         record = OutputRecord(table_key(output.customer_id), encode_output(output), partition)

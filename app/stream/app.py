@@ -63,13 +63,12 @@ from app.stream.metrics import WorkerMetrics
 from app.stream.producer import BatchSender
 from app.stream.recovery import TierstreamRecovery, TierstreamTableManager, start_offsets
 from app.stream.store import TableAccess
-from schemas import OUTPUT_TOPICS as EVENT_OUTPUT_TOPICS
+from schemas.topics import CUSTOMERS, DEAD_LETTER, EVENT_TOPICS
 
 log = logging.getLogger(__name__)
 
 #: The customer-state table; the version changes when the stored format breaks.
 STATE_TABLE = "customer-state-v1"
-OUTPUT_TOPICS = (*dict.fromkeys(EVENT_OUTPUT_TOPICS.values()), "customers", "dead-letter")
 _RAW: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,
@@ -164,14 +163,14 @@ class TierstreamApp:
         #: The output event topics by name without the prefix (tier-changes, ...).
         self.output_topics = {
             name: self.faust.topic(settings.topic(name), partitions=parts, **_RAW)
-            for name in EVENT_OUTPUT_TOPICS.values()
+            for name in EVENT_TOPICS
         }
+        self._customers = settings.topic(CUSTOMERS.name)
+        self._dead_letter = settings.topic(DEAD_LETTER.name)
         self.customers = self.faust.topic(
-            settings.topic("customers"), partitions=parts, compacting=True, **_RAW
+            self._customers, partitions=parts, compacting=CUSTOMERS.compacted, **_RAW
         )
-        self.dead_letter = self.faust.topic(settings.topic("dead-letter"), partitions=parts, **_RAW)
-        self._customers = settings.topic("customers")
-        self._dead_letter = settings.topic("dead-letter")
+        self.dead_letter = self.faust.topic(self._dead_letter, partitions=parts, **_RAW)
         self.customer_state = self.faust.Table(
             STATE_TABLE, partitions=parts, key_type=bytes, value_type=bytes
         )  # bytes -> raw serializers

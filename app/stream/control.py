@@ -47,16 +47,17 @@ from app.domain.population import (
     merge_cutoffs,
 )
 from app.settings import Settings
+from schemas.topics import CONTROL, CUTOFFS, POLICY, SKETCHES
 
 if TYPE_CHECKING:
     from app.stream.app import TierstreamApp
 
 log = logging.getLogger(__name__)
 
-POLICY_TOPIC = "policy"
-SKETCH_TOPIC = "population-sketches"
-CUTOFF_TOPIC = "cutoffs"
-CONTROL_TOPICS = (POLICY_TOPIC, SKETCH_TOPIC, CUTOFF_TOPIC)
+POLICY_TOPIC = POLICY.name
+SKETCH_TOPIC = SKETCHES.name
+CUTOFF_TOPIC = CUTOFFS.name
+CONTROL_TOPICS = tuple(t.name for t in CONTROL)
 POLICY_KEY = b"policy"
 CUTOFF_KEY = b"cutoffs"
 

@@ -38,21 +38,16 @@ from prometheus_client.registry import Collector
 from app import __version__
 from app.service.processor import BatchOutcome, Flush
 from schemas import REASONS
+from schemas.topics import CUSTOMERS, DEAD_LETTER, INPUTS, WRITTEN
 
 #: Input kinds (``unknown``: a record of a topic that is no input topic, never expected).
-KINDS = ("purchase", "interaction", "profile")
+KINDS: tuple[str, ...] = tuple(t.kind for t in INPUTS)
 OUTCOMES = ("applied", "duplicate", "dead_letter")
 #: Dead-letter reasons besides the decoding ones of :data:`schemas.REASONS`.
 CORE_REASONS = ("key_mismatch", "processing_error")
-#: The logical names of the output topics (``tierstream_output_records_total{topic}``).
-OUTPUT_TOPICS = (
-    "tier-changes",
-    "lifecycle-changes",
-    "upgrade-candidates",
-    "churn-warnings",
-    "customers",
-    "dead-letter",
-)
+#: The logical names of the output topics (``tierstream_output_records_total{topic}``):
+#: every topic the worker writes (schemas.topics).
+OUTPUT_TOPICS = WRITTEN
 #: Upper bounds of the latency buckets, seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -350,7 +345,7 @@ class WorkerMetrics:
                 if child is None:
                     child = self._dead[reason] = self.dead_letters.labels(reason)
                 child.inc(n)
-            self._outputs["dead-letter"].inc(len(outcome.dead_letters))
+            self._outputs[DEAD_LETTER.name].inc(len(outcome.dead_letters))
         for kind, n in outcome.duplicates_by_kind.items():
             self._event(kind, "duplicate").inc(n)
             dups = self._dups.get(kind)
@@ -383,7 +378,7 @@ class WorkerMetrics:
     def add_flush(self, flush: Flush) -> None:
         """Count a flush's snapshots (``customers`` topic)."""
         if flush.snapshots:
-            self._outputs["customers"].inc(len(flush.snapshots))
+            self._outputs[CUSTOMERS.name].inc(len(flush.snapshots))
 
     def add_timer(self, reevaluated: int) -> None:
         if reevaluated:

@@ -58,6 +58,7 @@ from app.domain.errors import TierstreamError
 from app.settings import Settings, load_settings
 from app.tools.produce import Record, input_topic_names, send_records, to_record
 from app.tools.simulate import DEFAULT_START, SimulationConfig, simulate
+from schemas.topics import OUTPUT_BY_KIND
 
 if TYPE_CHECKING:
     from app.tools.report import Outputs
@@ -451,8 +452,8 @@ async def _demo(
     plain: bool,
     stop: asyncio.Event,
 ) -> None:
-    tier_topic = settings.topic("tier-changes")
-    churn_topic = settings.topic("churn-warnings")
+    tier_topic = settings.topic(OUTPUT_BY_KIND["tier_change"].topic)
+    churn_topic = settings.topic(OUTPUT_BY_KIND["churn_warning"].topic)
     await ensure_topics(settings, [*input_topic_names(settings), tier_topic, churn_topic])
     state = DemoState(total_events=len(records))
     printer = _PlainPrinter(console, state) if plain else None

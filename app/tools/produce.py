@@ -21,9 +21,10 @@ from app.adapters.kafka import ensure_topics, make_producer
 from app.service.source import SourceLine
 from app.settings import Settings
 from schemas.codec import encode_input, kind_of
+from schemas.topics import INPUTS
 
-#: Input kind -> logical topic name.
-INPUT_TOPICS = {"purchase": "purchases", "interaction": "interactions", "profile": "profiles"}
+#: Input kind -> logical topic name (schemas.topics).
+INPUT_TOPICS = {t.kind: t.name for t in INPUTS}
 
 
 @dataclass(frozen=True, slots=True)

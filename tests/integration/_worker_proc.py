@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.adapters.broker import free_port
+from schemas.topics import INPUTS
 from tests.integration._worker_data import (
     Doc,
     Expected,
@@ -34,7 +35,7 @@ TIERSTREAM = str(Path(sys.executable).with_name("tierstream"))
 #: (an editable install made before a package gained its ``__init__.py`` would otherwise
 #: resolve that package as an empty namespace).
 REPO = Path(__file__).resolve().parents[2]
-INPUT_TOPICS = ("purchases", "interactions", "profiles")
+INPUT_TOPICS = tuple(t.name for t in INPUTS)
 PARTITIONS = 4
 
 

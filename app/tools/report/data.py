@@ -23,17 +23,19 @@ from typing import Any
 import orjson
 
 from app.domain.errors import InvalidEvent, TierstreamError
-from schemas.codec import parse_timestamp
+from schemas.codec import EVENT_TYPES, parse_timestamp
+from schemas.topics import CUSTOMERS, EVENT_TOPICS
 
-TIER_CHANGED = "io.tierstream.tier.changed.v1"
-LIFECYCLE_CHANGED = "io.tierstream.lifecycle.changed.v1"
-UPGRADE_CANDIDATE = "io.tierstream.upgrade.candidate.v1"
-CHURN_WARNING = "io.tierstream.churn.warning.v1"
-CHURN_CLEARED = "io.tierstream.churn.cleared.v1"
-KNOWN_TYPES = (TIER_CHANGED, LIFECYCLE_CHANGED, UPGRADE_CANDIDATE, CHURN_WARNING, CHURN_CLEARED)
-#: The output topics (logical names) whose events the report reads.
-OUTPUT_TOPICS = ("tier-changes", "lifecycle-changes", "upgrade-candidates", "churn-warnings")
-CUSTOMERS_TOPIC = "customers"
+TIER_CHANGED = EVENT_TYPES["tier_change"]
+LIFECYCLE_CHANGED = EVENT_TYPES["lifecycle_change"]
+UPGRADE_CANDIDATE = EVENT_TYPES["upgrade_candidate"]
+CHURN_WARNING = EVENT_TYPES["churn_warning"]
+CHURN_CLEARED = EVENT_TYPES["churn_cleared"]
+#: Every output type: one the report has no view of yet is still counted (by policy).
+KNOWN_TYPES = frozenset(EVENT_TYPES.values())
+#: The output topics (logical names) whose events the report reads: all of them.
+OUTPUT_TOPICS = EVENT_TOPICS
+CUSTOMERS_TOPIC = CUSTOMERS.name
 
 
 class ReportError(TierstreamError):
@@ -92,8 +94,10 @@ def parse_outputs(
     lines: Iterable[bytes | str], into: Outputs | None = None, exclude: Iterable[str] = ()
 ) -> Outputs:
     """Add the CloudEvents of ``lines`` (JSON, one per line; blank lines ignored) to
-    ``into``. Lines that are not JSON objects, of an unknown type or missing the fields
-    used are counted in ``skipped``. Customers in ``exclude`` are left out."""
+    ``into``. Lines that are not JSON objects, of a type that is no tierstream output
+    (:data:`KNOWN_TYPES`) or missing the fields used are counted in ``skipped``; an output
+    the report has no view of yet counts only by its policy. Customers in ``exclude`` are
+    left out."""
     out = into if into is not None else Outputs()
     excluded = set(exclude)
     for raw in lines:
@@ -140,7 +144,7 @@ def parse_outputs(
                 )
             elif typ == CHURN_CLEARED:
                 out.cleared.append((at, str(data.get("severity") or "?")))
-            else:
+            elif typ not in KNOWN_TYPES:
                 out.skipped += 1
                 continue
         except (orjson.JSONDecodeError, KeyError, TypeError, InvalidEvent):
