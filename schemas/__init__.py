@@ -3,8 +3,8 @@ kinds and schema files derives from), JSON Schema documents (``*.schema.json`` b
 file, draft 2020-12; :data:`SCHEMA_FILES` by contract name, from the topic table) and the
 Python decode/encode, tested against those documents.
 
->>> sorted(SCHEMA_FILES)[:4]
-['churn-cleared', 'churn-warning', 'customer-snapshot', 'interaction']
+>>> SCHEMA_FILES["tier-change"], SCHEMA_FILES["customer-snapshot"]
+('tier-change.schema.json', 'customer-snapshot.schema.json')
 >>> load_schema("purchase")["required"][:2]
 ['event_id', 'customer_id']
 """

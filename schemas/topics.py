@@ -12,7 +12,7 @@ schema, CloudEvents type and the keys of its ``data``), its ``*.schema.json``.
 
 >>> [t.name for t in INPUTS]
 ['purchases', 'interactions', 'profiles']
->>> OUTPUT_BY_KIND["churn_cleared"].topic, EVENT_TOPICS[-1]
+>>> OUTPUT_BY_KIND["churn_warning"].topic, OUTPUT_BY_KIND["churn_cleared"].topic
 ('churn-warnings', 'churn-warnings')
 >>> WRITTEN[-2:], [t.name for t in CONTROL]
 (('customers', 'dead-letter'), ['policy', 'population-sketches', 'cutoffs'])
@@ -210,8 +210,10 @@ def _kind_of(cls: type) -> str:
 #: The core's output classes (:data:`app.domain.outputs.Output`) by their ``kind``.
 CORE_OUTPUTS: dict[str, type] = {_kind_of(c): c for c in get_args(Output)}
 
-assert {t.kind for t in INPUTS} == set(get_args(EventKind)), "INPUTS: one per EventKind"
+assert {t.kind for t in INPUTS} == set(get_args(EventKind)), "INPUTS: one row per EventKind"
 assert len(OUTPUT_BY_KIND) == len(OUTPUTS) and OUTPUT_BY_KIND.keys() == CORE_OUTPUTS.keys(), (
-    f"OUTPUTS: one row per kind of app.domain.outputs.Output ({sorted(CORE_OUTPUTS)})"
+    "OUTPUTS: one row per kind of app.domain.outputs.Output; without a row: "
+    f"{sorted(CORE_OUTPUTS.keys() - OUTPUT_BY_KIND.keys())}, without a class: "
+    f"{sorted(OUTPUT_BY_KIND.keys() - CORE_OUTPUTS.keys())}"
 )
 assert len(set(ALL)) == len(ALL), "a topic name is used twice"

@@ -11,6 +11,7 @@ import pytest
 
 import schemas
 import schemas.codec
+import schemas.topics
 from app.domain.errors import InvalidEvent
 from app.domain.outputs import TierChange
 from schemas import (
@@ -279,7 +280,7 @@ def test_encode_snapshot_is_plain_json() -> None:
 
 
 def test_docstring_examples() -> None:
-    for module in (schemas, schemas.codec):
+    for module in (schemas, schemas.codec, schemas.topics):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0
 
