@@ -100,6 +100,16 @@ def test_the_report_takes_every_output_type(out: OutputTopic) -> None:
     assert other.skipped == 1 and not other.policies
 
 
+def test_the_report_counts_an_output_it_has_no_view_of(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new output on the report's topics is no "not a tierstream output" line."""
+    monkeypatch.setattr(report, "KNOWN_TYPES", report.KNOWN_TYPES | {"io.tierstream.new.v1"})
+    event = {"type": "io.tierstream.new.v1", "time": "2024-05-01T10:00:00.000Z"}
+    parsed = report.parse_outputs(
+        [orjson.dumps(event | {"data": {"customer_id": "c1", "policy": POLICY}})]
+    )
+    assert parsed.skipped == 0 and parsed.lines == 1 and parsed.policies["p v1"] == 1
+
+
 @pytest.mark.parametrize("inp", INPUTS, ids=lambda t: t.name)
 def test_every_input_topic_is_wired(inp: InputTopic, worker_metrics: metrics.WorkerMetrics) -> None:
     assert inp.schema in SCHEMA_FILES
