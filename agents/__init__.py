@@ -1,4 +1,5 @@
-"""Thin Faust agents: decode -> engine.step -> write table -> send outputs -> count."""
+"""What runs inside a worker, each part registering itself on the app
+(:func:`register`): the customer-events agent, the control-plane task and the web views."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from app.stream.app import TierstreamApp
 
 
 def register(app: TierstreamApp) -> list[Any]:
-    """Attach every agent to ``app``."""
-    from agents import customer_events
+    """Attach every agent, task and view to ``app``; returns the Faust agents."""
+    from agents import control, customer_events, views
 
+    control.register(app)
+    views.register(app)
     return [customer_events.register(app)]

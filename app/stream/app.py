@@ -58,7 +58,6 @@ from app.service.processor import (
 )
 from app.settings import Settings
 from app.stream.consumer import RawTopic, StreamEvent, untrack
-from app.stream.control import ControlPlane
 from app.stream.metrics import WorkerMetrics
 from app.stream.producer import BatchSender
 from app.stream.recovery import TierstreamRecovery, TierstreamTableManager, start_offsets
@@ -213,15 +212,11 @@ class TierstreamApp:
         #: a policy or cut-offs read from the control topics, applied by the agent
         self._pending_policy: Policy | None = None
         self._pending_cutoffs: Cutoffs | None = None
-        self.control = ControlPlane(self)
-
-        async def _control() -> None:
-            await self.control.run()
-
-        self.faust.task(_control)
+        #: set once the control plane (agents.control) has read the control topics to
+        #: their end: the policy and cut-offs in force are known
+        self.control_loaded = asyncio.Event()
         self._timer_at = 0.0
         self._forget_on_revocation()
-        self._add_pages()
 
         @self.customer_state.on_recover
         async def _recovered() -> None:
@@ -304,48 +299,6 @@ class TierstreamApp:
         )
         await self.faust.crash(exc)
 
-    def _add_pages(self) -> None:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        counters = self.counters
-        registry = self.metrics.registry
-
-        @self.faust.page("/metrics")
-        async def metrics(web: Any, request: Any) -> Any:
-            # content_type= refuses a charset parameter (aiohttp): set the header itself
-            return web.bytes(
-                generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-            )
-
-        @self.faust.page("/readyz")
-        async def readyz(web: Any, request: Any) -> Any:
-            why = self.not_ready()
-            if why is not None:
-                return web.json({"ready": False, "reason": why}, status=503)
-            return web.json(
-                {
-                    "ready": True,
-                    "partitions": sorted(self.active_partitions()),
-                    "policy": self.batch.policy.key,
-                }
-            )
-
-        @self.faust.page("/healthz")
-        async def healthz(web: Any, request: Any) -> Any:
-            policy = self.batch.policy
-            return web.json(
-                {
-                    "status": "ok",
-                    "counters": counters.as_dict(),
-                    "policy": policy.key,
-                    "cutoffs": policy.cutoffs.to_dict(),
-                }
-            )
-
-        from app.stream.web import register_pages  # query and explain views (app/stream/web.py)
-
-        register_pages(self)
-
     async def ready_to_process(self) -> None:
         """Before the first batch: output topics exist, and table recovery has finished
         (the table holds every changelog record, and the source partitions are
@@ -353,7 +306,7 @@ class TierstreamApp:
         await self.declare_outputs()
         tables: Any = self.faust.tables
         await tables.recovery.completed.wait()
-        await self.control.wait_loaded()  # the policy and cut-offs in force
+        await self.control_loaded.wait()  # the policy and cut-offs in force (agents.control)
         await self.run_control()
 
     async def declare_outputs(self) -> None:
@@ -471,6 +424,15 @@ class TierstreamApp:
             return self._pending_cutoffs
         return self.batch.policy.cutoffs
 
+    def current_policy(self) -> Policy:
+        """The policy in force."""
+        return self.batch.policy
+
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send one record to partition 0 of ``topic`` and wait for it (control topics)."""
+        producer: Any = self.faust.producer
+        await producer.send_and_wait(topic, key, value, 0, None, None)
+
     def offer_policy(self, policy: Policy, source: str) -> None:
         """A policy read from the policy topic: applied by the agent if it is new."""
         current = self._pending_policy or self.batch.policy
@@ -501,8 +463,7 @@ class TierstreamApp:
             return "recovering the customer table from its changelog"
         if self.faust.rebalancing:
             return "rebalancing"
-        loaded = self.control.loaded
-        if loaded is None or not loaded.is_set():
+        if not self.control_loaded.is_set():
             return "reading the control topics (policy, cut-offs)"
         return None
 

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -48,9 +48,6 @@ from app.domain.population import (
 )
 from app.settings import Settings
 from schemas.topics import CONTROL, CUTOFFS, POLICY, SKETCHES
-
-if TYPE_CHECKING:
-    from app.stream.app import TierstreamApp
 
 log = logging.getLogger(__name__)
 
@@ -173,27 +170,39 @@ async def read_latest(settings: Settings, name: str) -> bytes | None:
         await consumer.stop()
 
 
+class ControlHost(Protocol):
+    """What the control plane needs from a worker (:class:`app.stream.app.TierstreamApp`
+    implements it): a port instead of a back-import."""
+
+    settings: Settings
+    #: set once the control topics were read to their end (the worker waits for it)
+    control_loaded: asyncio.Event
+
+    @property
+    def cutoffs(self) -> Cutoffs: ...
+    def current_policy(self) -> Policy: ...
+    def recovered(self) -> bool: ...
+    def active_partitions(self) -> set[int]: ...
+    def population_sketches(self, partitions: set[int]) -> list[PartitionSketches]: ...
+    def offer_policy(self, policy: Policy, source: str) -> None: ...
+    def offer_cutoffs(self, cutoffs: Cutoffs) -> None: ...
+    async def publish(self, topic: str, key: bytes, value: bytes) -> None: ...
+
+
 class ControlPlane:
     """Reads the control topics for one worker, publishes its partitions' sketches and,
     on the owner of table partition 0, the merged cut-offs."""
 
-    def __init__(self, app: TierstreamApp) -> None:
+    def __init__(self, app: ControlHost) -> None:
         self.app = app
         self.settings = app.settings
         self.sketches: dict[int, PartitionSketches] = {}
-        self.loaded: asyncio.Event | None = None
+        self.loaded = app.control_loaded
         self._next_sketch = 0.0
-
-    async def wait_loaded(self) -> None:
-        """Until the control topics were read to their end once (startup)."""
-        while self.loaded is None:
-            await asyncio.sleep(0.05)
-        await self.loaded.wait()
 
     async def run(self) -> None:
         """Read the control topics for ever; a failure (the broker away) is logged and the
         reading starts over a second later."""
-        self.loaded = asyncio.Event()
         while True:
             try:
                 await self._run()
@@ -204,7 +213,6 @@ class ControlPlane:
                 await asyncio.sleep(1.0)
 
     async def _run(self) -> None:
-        assert self.loaded is not None
         settings = self.settings
         await ensure_control_topics(settings)
         consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), enable_auto_commit=False)
@@ -249,16 +257,13 @@ class ControlPlane:
             return
         self._next_sketch = loop.time() + self.settings.population_interval_s
         app = self.app
-        policy = app.batch.policy
+        policy = app.current_policy()
         if not policy.ranked or not app.recovered():
             return
-        producer: Any = app.faust.producer
         topic = self.settings.topic(SKETCH_TOPIC)
         partitions = app.active_partitions()
         for part in app.population_sketches(partitions):
-            await producer.send_and_wait(
-                topic, str(part.partition).encode(), encode_partition_sketches(part), 0, None, None
-            )
+            await app.publish(topic, str(part.partition).encode(), encode_partition_sketches(part))
             self.sketches[part.partition] = part  # ours are current: no need to wait
         if 0 in partitions:
             await self._merge(policy)
@@ -275,13 +280,7 @@ class ControlPlane:
         )
         if merged.values == current.values:
             return
-        producer: Any = self.app.faust.producer
-        await producer.send_and_wait(
-            self.settings.topic(CUTOFF_TOPIC),
-            CUTOFF_KEY,
-            encode_cutoffs(merged, policy.key),
-            0,
-            None,
-            None,
+        await self.app.publish(
+            self.settings.topic(CUTOFF_TOPIC), CUTOFF_KEY, encode_cutoffs(merged, policy.key)
         )
         log.info("published cut-offs generation %d", merged.generation)

@@ -92,3 +92,56 @@ def test_the_rank_rule() -> None:
     assert rank("app.cli.worker") == 0 and rank("app.domain.engine") == len(LAYERS) - 1
     assert rank("app.stream.app") == rank("app.tools.fit") and rank("app.settings") is None
     assert imports_of(ROOT / "app" / "domain" / "engine.py") >= {"app.domain.state.CustomerState"}
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the modules of this project it imports (``from a import b``: ``a.b`` if
+    that is a module, else ``a``)."""
+    modules = {module_of(p): p for p in SOURCES}
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        targets: set[str] = set()
+        for name in filter(own, imports_of(path)):
+            while name and name not in modules:
+                name = name.rpartition(".")[0]
+            if name and name != mod:
+                targets.add(name)
+        graph[mod] = targets
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    """No two modules import each other, directly or round a loop (Tarjan's strongly
+    connected components; an import only for type checking counts too)."""
+    graph = _module_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
