@@ -20,6 +20,7 @@ import pytest
 from app.adapters.policy_files import load_policy
 from app.domain.policy import Policy
 from app.domain.population import Cutoffs, exact_cutoffs
+from schemas.topics import CUSTOMERS, DEAD_LETTER, EVENT_TOPICS
 from tests.integration._worker_data import expected, generate, partitions_of
 from tests.integration._worker_proc import (
     INPUT_TOPICS,
@@ -93,7 +94,13 @@ def test_two_workers_share_cutoffs_and_switch_policy_together(names: Names, tmp_
     pareto, abcd = load_policy(PARETO), load_policy(ABCD)
     partition_of = partitions_of(docs, PARTITIONS)
     exp = expected(docs, pareto, partition_of)
-    asyncio.run(create_topics(names, INPUT_TOPICS))
+    # The output topics too: two workers starting together both create them, and the local
+    # broker (Tansu 0.6, memory storage) can answer produce requests to a topic created
+    # concurrently by two clients with NotLeaderForPartition / no answer at all, stalling a
+    # worker's producer (seen under load; Kafka serialises CreateTopics).
+    asyncio.run(
+        create_topics(names, [*INPUT_TOPICS, *EVENT_TOPICS, CUSTOMERS.name, DEAD_LETTER.name])
+    )
     env = {"TIERSTREAM_POLICY_FILE": str(PARETO), "TIERSTREAM_POPULATION_INTERVAL_S": "1"}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
