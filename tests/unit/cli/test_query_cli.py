@@ -22,7 +22,7 @@ from app.domain.state import CustomerState
 from app.errors import ConfigError
 from app.service.explain import explain
 from app.service.shadow import diff_states
-from tests.builders import DAY, at, purchase
+from tests.kit.builders import DAY, at, purchase
 
 POLICY = load_policy()
 T0 = at("2024-03-01T00:00:00")

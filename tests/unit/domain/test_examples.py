@@ -27,9 +27,9 @@ from app.domain.policy import Policy
 from app.domain.population import Cutoffs
 from app.domain.state import CustomerState
 from app.service.batch_replay import classify_events
-from tests.builders import DAY, HOUR, at, interaction, profile, purchase
+from tests.kit.builders import DAY, HOUR, at, interaction, profile, purchase
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 FILES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 
 

@@ -28,10 +28,10 @@ from app.domain.outputs import Output, TierChange
 from app.domain.policy import Policy
 from app.domain.policy_doc import policy_from_dict
 from app.domain.state import CustomerState
-from tests.builders import DAY, HOUR, at, interaction, purchase, refund
+from tests.kit.builders import DAY, HOUR, at, interaction, purchase, refund
 
 DOC: dict[str, Any] = yaml.safe_load(
-    (Path(__file__).resolve().parents[2] / "examples" / "value-tiers-abcd.yaml").read_text()
+    (Path(__file__).resolve().parents[3] / "examples" / "value-tiers-abcd.yaml").read_text()
 )
 POLICY = policy_from_dict(DOC)
 

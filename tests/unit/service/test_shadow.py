@@ -23,7 +23,7 @@ from app.service.batch_replay import classify_events, population_cutoffs
 from app.service.shadow import NO_TIER, Example, PolicyDiff, diff_events, diff_states
 from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event
-from tests.builders import DAY, at, interaction, purchase, refund
+from tests.kit.builders import DAY, at, interaction, purchase, refund
 
 
 def policy(version: str, a: float, b: float, names: tuple[str, ...] = ("A", "B", "C")) -> Policy:

@@ -16,7 +16,7 @@ from app.domain.policy_doc import policy_from_dict
 from app.domain.population import exact_cutoffs
 from app.domain.replay import replay
 from app.domain.scoring import RFM, Scorecard
-from tests.builders import DAY, at, purchase
+from tests.kit.builders import DAY, at, purchase
 
 T0 = at("2024-01-01")
 

@@ -23,7 +23,7 @@ from app.domain.events import Event
 from app.domain.features import RFMSummary, rfm_summary
 from app.domain.replay import replay, sort_key
 from app.domain.state import CustomerState, day_of
-from tests.builders import DAY, at, purchase, refund
+from tests.kit.builders import DAY, at, purchase, refund
 
 pd = pytest.importorskip("pandas")
 with warnings.catch_warnings():  # lifetimes 0.11 sets a pandas option pandas 3 deprecates

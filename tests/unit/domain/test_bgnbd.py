@@ -44,7 +44,7 @@ from app.tools.fit import (
     summarize,
 )
 from schemas.codec import parse_timestamp
-from tests.builders import DAY, at, purchase, refund
+from tests.kit.builders import DAY, at, purchase, refund
 
 pd = pytest.importorskip("pandas")
 with warnings.catch_warnings():  # lifetimes 0.11 sets a pandas option pandas 3 deprecates

@@ -29,7 +29,7 @@ from app.domain.state import (
     window_values,
 )
 from schemas import encode_output
-from tests.builders import DAY, at, interaction, profile, purchase, random_events, refund
+from tests.kit.builders import DAY, at, interaction, profile, purchase, random_events, refund
 
 AS_OF = at("2024-03-31T12:00:00")
 
@@ -366,7 +366,7 @@ def test_snapshot_matches_features() -> None:
 
 
 # --- purity ------------------------------------------------------------------------------
-DOMAIN = Path(__file__).resolve().parents[2] / "app" / "domain"
+DOMAIN = Path(__file__).resolve().parents[3] / "app" / "domain"
 FORBIDDEN = {"faust", "aiokafka", "prometheus_client", "yaml", "mode", "requests", "kafka"}
 SMALL_PURE_LIBS = {"datasketches"}  # the quantile sketch: pure computation, no IO
 
@@ -404,14 +404,14 @@ def test_docstring_examples() -> None:
     import app.domain.features
     import app.domain.hysteresis
     import app.domain.state
-    import tests.builders
+    import tests.kit.builders
 
     for module in (
         app.domain.state,
         app.domain.features,
         app.domain.engine,
         app.domain.hysteresis,
-        tests.builders,
+        tests.kit.builders,
     ):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -29,9 +29,9 @@ from app.service.batch_replay import population_cutoffs
 from app.service.shadow import diff_states
 from app.tools.simulate import SimulationConfig, simulate
 from schemas import decode_event, encode_output, load_schema
-from tests.builders import DAY, interaction
+from tests.kit.builders import DAY, interaction
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 ABCD = load_policy()  # the packaged policy: A B C D
 #: new policy -> a move the issue saw, now reassigned
 NEW = {

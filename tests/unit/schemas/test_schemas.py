@@ -36,7 +36,7 @@ from schemas import (
     load_schema,
 )
 from schemas.topics import OUTPUTS
-from tests.builders import random_events
+from tests.kit.builders import random_events
 
 
 def validator(name: str) -> Draft202012Validator:
@@ -294,7 +294,7 @@ def _check_documented(instance: Any, schema: dict[str, Any], path: str = "$") ->
 
 
 CHURN_POLICY = load_policy(
-    Path(__file__).resolve().parents[2] / "examples/churn-early-warning.yaml"
+    Path(__file__).resolve().parents[3] / "examples/churn-early-warning.yaml"
 )
 
 

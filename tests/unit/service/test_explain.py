@@ -21,11 +21,11 @@ from app.domain.policy_doc import policy_from_dict
 from app.domain.state import CustomerState
 from app.service.explain import explain, json_safe
 from app.stream.web import cluster_view, owners, partition_of, same_worker
-from tests.builders import DAY, HOUR, at, interaction, purchase, refund
+from tests.kit.builders import DAY, HOUR, at, interaction, purchase, refund
 
 DEFAULT = load_policy()  # value-tiers@2: A 3000/12, B 1000/6 over 365 days, C spend_90d 100
 ABCD_DOC: dict[str, Any] = yaml.safe_load(
-    (Path(__file__).resolve().parents[2] / "examples" / "value-tiers-abcd.yaml").read_text()
+    (Path(__file__).resolve().parents[3] / "examples" / "value-tiers-abcd.yaml").read_text()
 )
 ABCD = policy_from_dict(ABCD_DOC)  # A/B with stay conditions, 30 days in tier, 14 days grace
 T0 = at("2024-03-01T00:00:00")

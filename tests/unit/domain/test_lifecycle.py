@@ -21,9 +21,9 @@ from app.domain.events import Event
 from app.domain.lifecycle import STAGES
 from app.domain.outputs import LifecycleChange, Output, UpgradeCandidate
 from app.domain.state import CustomerState
-from tests.builders import DAY, HOUR, at, interaction, purchase
+from tests.kit.builders import DAY, HOUR, at, interaction, purchase
 
-POLICY = load_policy(Path(__file__).resolve().parents[2] / "examples" / "gold-silver-bronze.yaml")
+POLICY = load_policy(Path(__file__).resolve().parents[3] / "examples" / "gold-silver-bronze.yaml")
 T0 = at("2024-01-01T10:00:00")
 
 

@@ -25,7 +25,7 @@ from app.tools.report.svg import nice_ticks, time_ticks
 from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event, encode_snapshot
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CHURN_POLICY = ROOT / "examples" / "churn-early-warning.yaml"
 SECTIONS = ("population", "transitions", "churn", "revenue", "lifecycle")
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr", "source"}

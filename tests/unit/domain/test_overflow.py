@@ -43,7 +43,7 @@ from schemas.codec import MAX_NUMBER
 
 DAY = 86_400_000
 START = 1_704_067_200_000  # 2024-01-01
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.yaml"))
 POLICIES = [None, *EXAMPLES]
 B = MAX_NUMBER
 #: Features that are infinite by definition (growth from nothing, days since never);

@@ -21,9 +21,9 @@ from app.domain.replay import replay
 from app.domain.state import DAY_MS, CustomerState, state_from_dict, state_to_dict
 from app.service.batch_replay import population_cutoffs
 from schemas import encode_output
-from tests.builders import random_events
+from tests.kit.builders import random_events
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("dates_only", [False, True], ids=["ms", "dates"])

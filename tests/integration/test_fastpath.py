@@ -67,7 +67,7 @@ def test_fastpath_delivers_each_message_once_in_order_and_commits(
         [
             sys.executable,
             "-m",
-            "tests.agents._fastpath_child",
+            "tests.integration._fastpath_child",
             "--broker",
             broker.bootstrap,
             "--topic",

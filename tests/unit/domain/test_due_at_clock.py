@@ -30,7 +30,7 @@ from app.domain.replay import replay
 from app.domain.state import CustomerState, state_to_dict
 from app.service.batch_replay import classify_events
 from schemas import encode_output
-from tests.builders import DAY, interaction, purchase
+from tests.kit.builders import DAY, interaction, purchase
 
 T0 = 1_717_200_000_000  # 2024-06-01T00:00:00Z
 T = T0 + 90 * DAY  # c1's purchase of T0 leaves the 90-day window at midnight: due at T

@@ -24,7 +24,7 @@ from app.domain.state import (
     state_to_dict,
     window_values,
 )
-from tests.builders import DAY, at, interaction, purchase, random_events
+from tests.kit.builders import DAY, at, interaction, purchase, random_events
 
 
 def _states(seed: int) -> list[CustomerState]:

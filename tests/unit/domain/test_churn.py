@@ -16,7 +16,7 @@ from app.domain.policy import Policy
 from app.domain.policy_doc import policy_from_dict
 from app.domain.replay import replay
 from app.domain.state import CustomerState
-from tests.builders import DAY, at, interaction, purchase
+from tests.kit.builders import DAY, at, interaction, purchase
 
 T0 = at("2024-01-01")
 

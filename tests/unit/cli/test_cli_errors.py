@@ -28,7 +28,7 @@ from app.errors import BrokerError, ConfigError
 from app.settings import load_settings
 from app.tools.simulate import SimulationConfig, simulate
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ABCD = ROOT / "examples" / "value-tiers-abcd.yaml"
 TIERSTREAM = str(Path(sys.executable).with_name("tierstream"))
 
