@@ -1,18 +1,17 @@
 """Mistakes a user makes get one clear line and the documented exit code, never a traceback:
 bytes that are not UTF-8 in an input file are an invalid line like any other (``classify``,
-``fit``, ``policy diff --events``, ``produce``); ``broker`` on a port in use, ``worker``
-with a bad setting, an unreachable broker or a missing store driver exit 2."""
+``fit``, ``policy diff --events``; ``produce``, which needs a broker, is in
+``tests/integration/test_cli_broker.py``); ``broker`` on a port in use, ``worker`` with a
+bad setting, an unreachable broker or a missing store driver exit 2. No broker here."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -47,19 +46,22 @@ def invoke(args: list[str], stdin: bytes | None = None) -> Result:
     return result
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The same simulated stream twice (same file name, for `fit`'s source): as it is,
-    and with BAD_LINE inserted."""
+def bad_byte_files(base: Path) -> tuple[Path, Path]:
+    """The same simulated stream twice under ``base`` (same file name, for `fit`'s
+    source): as it is, and with BAD_LINE inserted."""
     sim = simulate(SimulationConfig(customers=60, days=200, seed=3, start=date(2024, 1, 1)))
     lines = [orjson.dumps(d) for d in sim.events]
-    base = tmp_path_factory.mktemp("bad-bytes")
     (base / "good").mkdir()
     (base / "bad").mkdir()
     good, bad = base / "good" / "events.jsonl", base / "bad" / "events.jsonl"
     good.write_bytes(b"\n".join(lines) + b"\n")
     bad.write_bytes(b"\n".join([*lines[: BAD_AT - 1], BAD_LINE, *lines[BAD_AT - 1 :]]) + b"\n")
     return good, bad
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return bad_byte_files(tmp_path_factory.mktemp("bad-bytes"))
 
 
 def test_classify_reports_the_bad_byte_line_and_goes_on(
@@ -123,42 +125,6 @@ def test_classify_csv_with_a_bad_byte_row(tmp_path: Path) -> None:
         orjson.loads(x)["customer_id"] for x in (tmp_path / "c.jsonl").read_bytes().split()
     ]
     assert customers == ["c1", "c3"]
-
-
-@pytest.mark.integration
-def test_produce_reports_the_bad_byte_line_and_sends_the_rest(
-    broker: LocalBroker, files: tuple[Path, Path]
-) -> None:
-    from aiokafka import AIOKafkaConsumer
-
-    _, bad = files
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    result = invoke(["produce", str(bad), "--broker", broker.bootstrap, "--topic-prefix", prefix])
-    assert result.exit_code == 0, result.output
-    assert f"line {BAD_AT}: malformed_json: not valid UTF-8: byte 0xE9" in result.output
-    expected = len(bad.read_bytes().splitlines()) - 1
-    assert f"sent {expected:,} events" in result.output
-
-    async def count() -> int:
-        consumer = AIOKafkaConsumer(
-            *(prefix + t for t in ("purchases", "interactions", "profiles")),
-            bootstrap_servers=broker.bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        seen = 0
-        try:
-            for _ in range(40):
-                batches = await consumer.getmany(timeout_ms=250)
-                seen += sum(len(m) for m in batches.values())
-                if seen >= expected and not batches:
-                    break
-        finally:
-            await consumer.stop()
-        return seen
-
-    assert asyncio.run(count()) == expected
 
 
 # --- the command line as a user runs it (a subprocess: exit code, stderr) ------------------
@@ -319,12 +285,3 @@ def test_settings_normalise_what_they_accept() -> None:
     s = load_settings(log_level="info", store="RocksDB://")
     assert (s.log_level, s.store) == ("INFO", "rocksdb://")
     assert load_settings(broker="kafka://a:1, b,[::1]:9092").bootstrap_servers == "a:1,b,[::1]:9092"
-
-
-@pytest.mark.integration
-def test_check_broker_passes_when_the_broker_answers(broker: LocalBroker) -> None:
-    from app.worker import check_broker
-
-    started = time.monotonic()
-    check_broker(load_settings(broker=broker.bootstrap))
-    assert time.monotonic() - started < 5
