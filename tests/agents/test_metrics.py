@@ -20,7 +20,7 @@ from app.domain.policy import Policy
 from app.service.census import Census, peek_place, peek_string
 from app.service.processor import CustomerBatch, InputRecord, decode_state
 from app.stream.metrics import LATENCY_BUCKETS, METRICS, WorkerMetrics
-from tests.agents.test_batching import DAY, KINDS, T0, Store, doc, records
+from tests.unit.service.test_batching import DAY, KINDS, T0, Store, doc, records
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from app.service.processor import (
     CustomerBatch,
     InputRecord,
 )
-from tests.agents.test_batching import KINDS, Store, doc
+from tests.unit.service.test_batching import KINDS, Store, doc
 
 
 @pytest.fixture(scope="module")
