@@ -23,8 +23,9 @@ from app.errors import ConfigError
 from app.service.explain import explain
 from app.service.shadow import diff_states
 from tests.kit.builders import DAY, at, purchase
+from tests.kit.policies import VALUE_TIERS_V2
 
-POLICY = load_policy()
+POLICY = VALUE_TIERS_V2
 T0 = at("2024-03-01T00:00:00")
 NEW_POLICY = """\
 name: value-tiers

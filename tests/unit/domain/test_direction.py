@@ -30,9 +30,10 @@ from app.service.shadow import diff_states
 from app.tools.simulate import SimulationConfig, simulate
 from schemas import decode_event, encode_output, load_schema
 from tests.kit.builders import DAY, interaction
+from tests.kit.policies import VALUE_TIERS_V2
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-ABCD = load_policy()  # the packaged policy: A B C D
+ABCD = VALUE_TIERS_V2  # A B C D (the packaged default as pinned in tests/kit)
 #: new policy -> a move the issue saw, now reassigned
 NEW = {
     "vip-regular-prospect.yaml": ("A", "regular"),  # VIP regular prospect: no A..D at all

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.adapters.policy_files import load_policy
 from app.domain.engine import advance, step, tick
 from app.domain.events import Event
 from app.domain.outputs import Output
@@ -31,6 +30,7 @@ from app.domain.state import CustomerState, state_to_dict
 from app.service.batch_replay import classify_events
 from schemas import encode_output
 from tests.kit.builders import DAY, interaction, purchase
+from tests.kit.policies import VALUE_TIERS_V2
 
 T0 = 1_717_200_000_000  # 2024-06-01T00:00:00Z
 T = T0 + 90 * DAY  # c1's purchase of T0 leaves the 90-day window at midnight: due at T
@@ -55,7 +55,7 @@ AT_T: dict[str, list[Event]] = {
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return load_policy()
+    return VALUE_TIERS_V2
 
 
 Run = tuple[dict[str, list[bytes]], dict[str, dict[str, object]]]

@@ -13,7 +13,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.adapters.policy_files import load_policy
 from app.domain.engine import step, tick
 from app.domain.events import Event
 from app.domain.features import FEATURES, compute_features, rfm_summary, rolling
@@ -30,6 +29,7 @@ from app.domain.state import (
 )
 from schemas import encode_output
 from tests.kit.builders import DAY, at, interaction, profile, purchase, random_events, refund
+from tests.kit.policies import VALUE_TIERS_V2
 
 AS_OF = at("2024-03-31T12:00:00")
 
@@ -275,8 +275,8 @@ def test_first_tier_up_and_down_with_reasons() -> None:
 
 def test_output_ids_are_deterministic_uuid5() -> None:
     events = list(random_events(7, customers=5, n=300))
-    a = replay(events, load_policy()).outputs
-    b = replay(events, load_policy()).outputs
+    a = replay(events, VALUE_TIERS_V2).outputs
+    b = replay(events, VALUE_TIERS_V2).outputs
     assert a and [o.id for o in a] == [o.id for o in b]
     assert len({o.id for o in a}) == len(a)
     first = a[0]
@@ -311,7 +311,7 @@ def test_no_re_evaluation_back_in_time_after_a_tick() -> None:
 # --- streaming == batch, exactly -------------------------------------------------------
 @pytest.mark.parametrize("seed", range(6))
 def test_streaming_with_json_between_batches_equals_replay(seed: int) -> None:
-    policy = load_policy()
+    policy = VALUE_TIERS_V2
     events = list(random_events(seed, customers=15, n=1500, late_fraction=0.2))
     batch = replay(events, policy)
     stored: dict[str, bytes] = {}
@@ -355,7 +355,7 @@ def test_awkward_floats_sum_exactly_whatever_the_order() -> None:
 
 
 def test_snapshot_matches_features() -> None:
-    state, _ = run(list(random_events(3, customers=1, n=200)), load_policy())
+    state, _ = run(list(random_events(3, customers=1, n=200)), VALUE_TIERS_V2)
     snap = snapshot(state)
     feats = compute_features(state, state.clock)
     assert snap["as_of"] == state.clock

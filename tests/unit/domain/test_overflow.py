@@ -40,6 +40,7 @@ from app.domain.state import (
 from app.service.batch_replay import population_cutoffs
 from schemas import decode_event, encode_output, encode_snapshot
 from schemas.codec import MAX_NUMBER
+from tests.kit.policies import VALUE_TIERS_V2
 
 DAY = 86_400_000
 START = 1_704_067_200_000  # 2024-01-01
@@ -179,7 +180,7 @@ def test_events_at_the_bounds_never_overflow(path: Path | None) -> None:
 def test_many_events_of_one_day_at_the_bound() -> None:
     """Thousands of purchases at +1e15 and -1e15 on one day: the day's bucket and every
     window hold the exact sum (a float sum of integers below 2**53 * 1e15 is exact here)."""
-    policy = load_policy()
+    policy = VALUE_TIERS_V2
     state: CustomerState | None = None
     for i in range(5000):
         amount = B if i % 5 else -B

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from app.adapters.policy_files import load_policy
 from app.domain.engine import step
 from app.domain.events import Event
 from app.domain.features import RFMSummary, rfm_summary
 from app.domain.replay import replay, sort_key
 from app.domain.state import CustomerState, day_of
 from tests.kit.builders import DAY, at, purchase, refund
+from tests.kit.policies import VALUE_TIERS_V2
 
 pd = pytest.importorskip("pandas")
 with warnings.catch_warnings():  # lifetimes 0.11 sets a pandas option pandas 3 deprecates
@@ -31,7 +31,7 @@ with warnings.catch_warnings():  # lifetimes 0.11 sets a pandas option pandas 3 
     lifetimes_utils = pytest.importorskip("lifetimes.utils")
 
 END_1997_09_30 = date(1997, 9, 30)
-POLICY = load_policy()
+POLICY = VALUE_TIERS_V2
 
 
 def _ms(d: date) -> int:
@@ -77,7 +77,7 @@ def test_rfm_equals_lifetimes_on_cdnow(cdnow: list[tuple[str, date, float]], end
         purchase(cid, amount, _ms(d) + i, event_id=f"cdnow-{i}")
         for i, (cid, d, amount) in enumerate(kept)
     ]
-    states = replay(sorted(events, key=sort_key), load_policy()).states
+    states = replay(sorted(events, key=sort_key), VALUE_TIERS_V2).states
     ref = _reference(cdnow, obs_end)
     assert len(ref) == len(states) == 2357
     as_of = _ms(obs_end)

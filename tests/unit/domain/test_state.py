@@ -9,7 +9,6 @@ import random
 import orjson
 import pytest
 
-from app.adapters.policy_files import load_policy
 from app.domain.engine import step
 from app.domain.features import compute_features
 from app.domain.replay import replay
@@ -25,10 +24,11 @@ from app.domain.state import (
     window_values,
 )
 from tests.kit.builders import DAY, at, interaction, purchase, random_events
+from tests.kit.policies import VALUE_TIERS_V2
 
 
 def _states(seed: int) -> list[CustomerState]:
-    return list(replay(random_events(seed, customers=8, n=600), load_policy()).states.values())
+    return list(replay(random_events(seed, customers=8, n=600), VALUE_TIERS_V2).states.values())
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -69,10 +69,10 @@ def test_round_trip_of_an_empty_state() -> None:
 
 def test_to_dict_does_not_alias_the_live_state() -> None:
     t = at("2024-01-01")
-    s = step(None, purchase("c", 1.0, t, "a"), t, load_policy()).state
+    s = step(None, purchase("c", 1.0, t, "a"), t, VALUE_TIERS_V2).state
     s.attributes["x"] = 1
     d = state_to_dict(s)
-    step(s, purchase("c", 1.0, t, "b"), t, load_policy())
+    step(s, purchase("c", 1.0, t, "b"), t, VALUE_TIERS_V2)
     s.attributes["y"] = 2
     assert d["recent_ids"] == ["a"] and d["attributes"] == {"x": 1}
 
@@ -116,7 +116,7 @@ def test_v1_changelog_still_loads() -> None:
     assert compute_features(s, t)["spend_30d"] == 30.0
     assert s.seen("b")
     # and it keeps working: a late purchase on a known day is not a new day
-    step(s, purchase("c", 5.0, t - 4 * DAY + 1), t, load_policy())
+    step(s, purchase("c", 5.0, t - 4 * DAY + 1), t, VALUE_TIERS_V2)
     assert s.purchase_days == 3 and s.repeat_spend == 25.0
 
 
@@ -157,7 +157,7 @@ def test_window_sums_roll_forward_like_recomputing() -> None:
 
 
 def test_heavy_customer_state_stays_bounded() -> None:
-    pol = load_policy()
+    pol = VALUE_TIERS_V2
     s: CustomerState | None = None
     t0 = at("2020-01-01")
     for d in range(3 * 365):

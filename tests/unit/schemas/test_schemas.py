@@ -37,6 +37,7 @@ from schemas import (
 )
 from schemas.topics import OUTPUTS
 from tests.kit.builders import random_events
+from tests.kit.policies import VALUE_TIERS_V2
 
 
 def validator(name: str) -> Draft202012Validator:
@@ -300,7 +301,7 @@ CHURN_POLICY = load_policy(
 
 def _outputs(seed: int) -> tuple[list[bytes], list[bytes]]:
     events = list(random_events(seed, customers=12, n=800))
-    result = replay(events, load_policy())
+    result = replay(events, VALUE_TIERS_V2)
     changes = [encode_output(o) for o in result.outputs]
     churn = replay(events, CHURN_POLICY)  # and silence to the end: warnings, clearings
     end = max(e.occurred_at for e in events) + 400 * 86_400_000
@@ -341,7 +342,7 @@ def test_first_tier_change_has_null_from_tier_and_infinite_features_as_null() ->
     events = [
         decode_event(doc(INTERACTION, event_id=f"v{i}"), kind="interaction") for i in range(2)
     ]
-    out = [o for o in replay(events, load_policy()).outputs if o.kind == "tier_change"]
+    out = [o for o in replay(events, VALUE_TIERS_V2).outputs if o.kind == "tier_change"]
     assert len(out) == 1
     ce = orjson.loads(encode_output(out[0]))
     assert ce["data"]["from_tier"] is None and ce["data"]["direction"] == "new"

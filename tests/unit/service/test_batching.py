@@ -7,7 +7,6 @@ from typing import Any
 import orjson
 import pytest
 
-from app.adapters.policy_files import load_policy
 from app.domain.engine import StepResult, step
 from app.domain.events import Event
 from app.domain.outputs import snapshot
@@ -24,6 +23,7 @@ from app.service.processor import (
     decode_state,
 )
 from schemas import decode_event, output_to_cloudevent
+from tests.kit.policies import VALUE_TIERS_V2
 
 T0 = 1_717_200_000_000  # 2024-06-01
 DAY = 86_400_000
@@ -32,7 +32,7 @@ KINDS = {f"t.{name}": kind for name, kind in INPUT_KINDS.items()}
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return load_policy()
+    return VALUE_TIERS_V2
 
 
 def doc(cid: str, n: int, kind: str = "purchase", **over: Any) -> dict[str, Any]:

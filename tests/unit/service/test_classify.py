@@ -13,13 +13,13 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from app.adapters.policy_files import load_policy
 from app.cli.main import cli
 from app.domain.engine import tick
 from app.domain.outputs import snapshot
 from app.domain.replay import replay, sort_key
 from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event, encode_output, encode_snapshot
+from tests.kit.policies import VALUE_TIERS_V2, VALUE_TIERS_V2_FILE
 
 CDNOW = Path(__import__("lifetimes").__file__).parent / "datasets" / "CDNOW_sample.txt"
 CDNOW_ARGS = [
@@ -70,7 +70,8 @@ def test_classify_output_equals_replay_of_the_same_events(
 ) -> None:
     path, lines = shuffled_stream
     out, customers = tmp_path / "changes.jsonl", tmp_path / "customers.jsonl"
-    code, _ = run(["classify", str(path), "--out", str(out), "--customers-out", str(customers)])
+    outs = ["--out", str(out), "--customers-out", str(customers)]
+    code, _ = run(["classify", str(path), "--policy", str(VALUE_TIERS_V2_FILE), *outs])
     assert code == 0
 
     # The reference: decode what decodes, stable sort by event time, replay, run what
@@ -81,7 +82,7 @@ def test_classify_output_equals_replay_of_the_same_events(
             events.append(decode_event(raw))
         except Exception:
             continue
-    policy = load_policy()
+    policy = VALUE_TIERS_V2
     expected = replay(sorted(events, key=sort_key), policy)
     for state in expected.states.values():
         expected.outputs.extend(tick(state, expected.max_event_time, policy).outputs)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app.adapters.policy_files import load_policy
 from app.domain.policy import Policy
 from app.service.processor import (
     DEAD_LETTER_MAX_BYTES,
@@ -14,12 +13,13 @@ from app.service.processor import (
     CustomerBatch,
     InputRecord,
 )
+from tests.kit.policies import VALUE_TIERS_V2
 from tests.unit.service.test_batching import KINDS, Store, doc
 
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return load_policy()
+    return VALUE_TIERS_V2
 
 
 def test_an_oversized_record_is_dead_lettered_truncated_with_its_sizes(policy: Policy) -> None:

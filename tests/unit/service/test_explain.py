@@ -14,7 +14,6 @@ import yaml
 from aiokafka.partitioner import DefaultPartitioner
 
 import app.stream.web
-from app.adapters.policy_files import load_policy
 from app.domain.engine import step
 from app.domain.events import Event
 from app.domain.policy_doc import policy_from_dict
@@ -22,8 +21,9 @@ from app.domain.state import CustomerState
 from app.service.explain import explain, json_safe
 from app.stream.web import cluster_view, owners, partition_of, same_worker
 from tests.kit.builders import DAY, HOUR, at, interaction, purchase, refund
+from tests.kit.policies import VALUE_TIERS_V2
 
-DEFAULT = load_policy()  # value-tiers@2: A 3000/12, B 1000/6 over 365 days, C spend_90d 100
+DEFAULT = VALUE_TIERS_V2  # pinned value-tiers@2: A 3000/12, B 1000/6 over 365 days, C spend_90d 100
 ABCD_DOC: dict[str, Any] = yaml.safe_load(
     (Path(__file__).resolve().parents[3] / "examples" / "value-tiers-abcd.yaml").read_text()
 )
