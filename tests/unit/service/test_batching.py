@@ -14,7 +14,6 @@ from app.domain.policy import Policy
 from app.domain.replay import replay
 from app.domain.state import CustomerState
 from app.service.processor import (
-    INPUT_KINDS,
     Counters,
     CustomerBatch,
     Flush,
@@ -23,11 +22,12 @@ from app.service.processor import (
     decode_state,
 )
 from schemas import decode_event, output_to_cloudevent
+from tests.kit.docs import TOPIC_KINDS as KINDS
+from tests.kit.fakes import Store
 from tests.kit.policies import VALUE_TIERS_V2
 
 T0 = 1_717_200_000_000  # 2024-06-01
 DAY = 86_400_000
-KINDS = {f"t.{name}": kind for name, kind in INPUT_KINDS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -46,26 +46,6 @@ def doc(cid: str, n: int, kind: str = "purchase", **over: Any) -> dict[str, Any]
         d["amount"] = 400.0
     d.update(over)
     return d
-
-
-class Store:
-    """A dict standing in for the table; records how it was read."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.reads: list[tuple[bytes, int]] = []
-
-    def load(self, key: bytes, index: int) -> bytes | None:
-        self.reads.append((key, index))
-        return self.data.get(key)
-
-    def flush(self, b: CustomerBatch) -> Flush:
-        """Flush ``b`` into this store, as the agent does once the writes are delivered."""
-        flush = b.flush()
-        for w in flush.writes:
-            self.data[w.key] = w.value
-        b.flushed(flush)
-        return flush
 
 
 def records(

@@ -3,7 +3,6 @@ would stop its partition, neither sendable nor skippable."""
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from app.domain.policy import Policy
@@ -11,10 +10,12 @@ from app.service.processor import (
     DEAD_LETTER_MAX_BYTES,
     DEAD_LETTER_MAX_DETAIL,
     CustomerBatch,
-    InputRecord,
 )
+from tests.kit.docs import TOPIC_KINDS as KINDS
+from tests.kit.docs import record
+from tests.kit.fakes import Store
 from tests.kit.policies import VALUE_TIERS_V2
-from tests.unit.service.test_batching import KINDS, Store, doc
+from tests.unit.service.test_batching import doc
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +25,10 @@ def policy() -> Policy:
 
 def test_an_oversized_record_is_dead_lettered_truncated_with_its_sizes(policy: Policy) -> None:
     huge = b'{"event_id": "' + b"x" * 1_200_000  # 1.2 MB, not even JSON
-    good = orjson.dumps(doc("c1", 0))
     records = [
-        InputRecord("t.purchases", 0, 0, b"c1", good),
-        InputRecord("t.purchases", 0, 1, b"c1", huge),
-        InputRecord("t.purchases", 0, 2, b"c1", b"[]"),  # another bad one, same batch
+        record(doc("c1", 0)),
+        record(huge, offset=1, key=b"c1"),
+        record(b"[]", offset=2, key=b"c1"),  # another bad one, same batch
     ]
     out = CustomerBatch(policy, KINDS, 86_400).process(records, Store().load)
     assert out.events == 1
@@ -48,7 +48,7 @@ def test_an_oversized_key_is_cut_too(policy: Policy) -> None:
     key = b"k" * 800_000
     value = b"v" * 800_000
     out = CustomerBatch(policy, KINDS, 86_400).process(
-        [InputRecord("t.purchases", 3, 7, key, value)], Store().load
+        [record(value, partition=3, offset=7, key=key)], Store().load
     )
     (dl,) = out.dead_letters
     assert dl.key is not None and dl.value is not None
@@ -59,9 +59,7 @@ def test_an_oversized_key_is_cut_too(policy: Policy) -> None:
 
 def test_a_record_that_fits_is_kept_whole_and_the_detail_is_bounded(policy: Policy) -> None:
     value = b"x" * (DEAD_LETTER_MAX_BYTES - 10)
-    out = CustomerBatch(policy, KINDS, 86_400).process(
-        [InputRecord("t.purchases", 0, 0, b"c1", value)], Store().load
-    )
+    out = CustomerBatch(policy, KINDS, 86_400).process([record(value, key=b"c1")], Store().load)
     (dl,) = out.dead_letters
     assert dl.value == value and "error.truncated" not in dict(dl.headers)
     assert len(dict(dl.headers)["error.detail"].decode()) <= DEAD_LETTER_MAX_DETAIL

@@ -24,6 +24,7 @@ from app.service.shadow import NO_TIER, Example, PolicyDiff, diff_events, diff_s
 from app.tools.simulate import SimulationConfig, simulate
 from schemas.codec import decode_event
 from tests.kit.builders import DAY, at, interaction, purchase, refund
+from tests.kit.docs import purchase_doc
 
 
 def policy(version: str, a: float, b: float, names: tuple[str, ...] = ("A", "B", "C")) -> Policy:
@@ -301,16 +302,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     events = tmp_path / "events.jsonl"
     events.write_bytes(
         b"".join(
-            orjson.dumps(
-                {
-                    "event_id": f"e{i}",
-                    "customer_id": c,
-                    "type": "purchase",
-                    "occurred_at": "2024-03-01T10:00:00Z",
-                    "amount": amount,
-                }
-            )
-            + b"\n"
+            orjson.dumps(purchase_doc(c, amount, "2024-03-01T10:00:00Z", event_id=f"e{i}")) + b"\n"
             for i, (c, amount) in enumerate(SPEND.items())
         )
     )

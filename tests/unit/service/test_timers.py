@@ -15,7 +15,8 @@ from app.service.batch_replay import classify_events
 from app.service.due import DueIndex, ReadProgress, partition_clocks, peek_next_due
 from app.service.processor import INPUT_KINDS, CustomerBatch, decode_state
 from schemas import OUTPUT_TOPICS, decode_event
-from tests.unit.service.test_batching import DAY, T0, Store, batch, doc, policy, records
+from tests.kit.fakes import Store
+from tests.unit.service.test_batching import DAY, T0, batch, doc, policy, records
 
 __all__ = ["policy"]  # the fixture
 
