@@ -358,12 +358,3 @@ def test_a_policy_without_churn_warnings_closes_open_episodes() -> None:
 
     reevaluate(state, plain, "policy:plain", "policy_changed")
     assert (state.churn_severity, state.churn_since, state.churn_cleared_at) == (None,) * 3
-
-
-def test_docstring_examples() -> None:
-    import doctest
-
-    import app.domain.churn_doc
-
-    result = doctest.testmod(app.domain.churn_doc)
-    assert result.failed == 0 and result.attempted > 0

@@ -395,23 +395,3 @@ def test_domain_imports_only_stdlib(path: Path) -> None:
     source = path.read_text("utf-8")
     for call in ("open(", "time.time(", "datetime.now(", "time.monotonic(", "os.environ"):
         assert call not in source, f"{path.name} does IO or reads a clock: {call}"
-
-
-def test_docstring_examples() -> None:
-    import doctest
-
-    import app.domain.engine
-    import app.domain.features
-    import app.domain.hysteresis
-    import app.domain.state
-    import tests.kit.builders
-
-    for module in (
-        app.domain.state,
-        app.domain.features,
-        app.domain.engine,
-        app.domain.hysteresis,
-        tests.kit.builders,
-    ):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0, module.__name__

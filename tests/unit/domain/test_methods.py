@@ -4,12 +4,10 @@ method provides is reserved, and the registry checks itself."""
 
 from __future__ import annotations
 
-import doctest
 from typing import Any
 
 import pytest
 
-import app.domain.methods
 from app.domain.errors import PolicyError
 from app.domain.methods import METHODS, PROVIDED
 from app.domain.policy_doc import policy_from_dict
@@ -111,8 +109,3 @@ def test_every_method_has_its_section_in_a_policy_document() -> None:
         policy_from_dict(doc)
     (problem,) = err.value.problems
     assert all(section in problem[1] for section in METHODS)
-
-
-def test_docstring_examples() -> None:
-    result = doctest.testmod(app.domain.methods)
-    assert result.failed == 0 and result.attempted > 0

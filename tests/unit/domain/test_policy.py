@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import app.adapters.policy_files
-import app.domain.policy
-import app.domain.policy_doc
 from app.adapters.policy_files import load_policy, parse_policy
 from app.domain.errors import PolicyError
 from app.domain.features import FEATURES
@@ -232,12 +228,6 @@ def test_yaml_text_parses_like_the_dict() -> None:
             "tiers": [{"name": "A", "when": {"purchases_30d": 2}}, {"name": "B"}],
         }
     )
-
-
-def test_docstring_examples() -> None:
-    for module in (app.domain.policy, app.domain.policy_doc, app.adapters.policy_files):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0
 
 
 def test_reasons_do_not_depend_on_the_hash_seed() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -277,12 +276,6 @@ def test_iso_is_exact(ms: int) -> None:
 def test_encode_snapshot_is_plain_json() -> None:
     snap = {"customer_id": "c", "rolling": {"spend_30d": 0.1 + 0.2}}
     assert orjson.loads(encode_snapshot(snap)) == snap
-
-
-def test_docstring_examples() -> None:
-    for module in (schemas, schemas.codec, schemas.topics):
-        result = doctest.testmod(module)
-        assert result.failed == 0 and result.attempted > 0
 
 
 def _profile(attributes: dict[str, object]) -> dict[str, object]:

@@ -4,16 +4,13 @@ computed by hand; and the pure routing helpers of the query views (app.stream.we
 from __future__ import annotations
 
 import copy
-import doctest
 import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from aiokafka.partitioner import DefaultPartitioner
 
-import app.stream.web
 from app.domain.engine import step
 from app.domain.events import Event
 from app.domain.policy_doc import policy_from_dict
@@ -196,9 +193,3 @@ def test_same_worker_compares_host_and_port() -> None:
     assert same_worker("http://127.0.0.1:6066", "http://127.0.0.1:6066/")
     assert not same_worker("http://127.0.0.1:6066", "http://127.0.0.1:6067")
     assert same_worker("http://h", "http://h:80")
-
-
-@pytest.mark.parametrize("module", [app.stream.web], ids=lambda m: m.__name__)
-def test_doctests(module: Any) -> None:
-    result = doctest.testmod(module)
-    assert result.failed == 0 and result.attempted > 0

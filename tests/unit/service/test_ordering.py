@@ -133,12 +133,3 @@ def test_any_arrival_pattern_gives_the_merged_event_time_order() -> None:
             out += o.release(lambda tp, p=pending: not p[tp[0]], now=0.0)
         assert o.held == 0 and o.forced == 0
         assert out == sorted(out, key=lambda s: (int(s[:5]), TOPICS.index(s[5:])))
-
-
-def test_docstring_example() -> None:
-    import doctest
-
-    import app.service.ordering
-
-    result = doctest.testmod(app.service.ordering)
-    assert result.failed == 0 and result.attempted > 0
