@@ -22,17 +22,7 @@ SOURCES = sorted(p for d in NO_BROKER for p in (TESTS / d).rglob("*.py"))
 
 def broker_uses(source: str) -> list[str]:
     """Where ``source`` asks for the broker: a function (test or fixture) taking a
-    ``broker`` argument, ``usefixtures("broker")``, or ``pytest.mark.integration``.
-
-    >>> broker_uses("def test_x(broker, tmp_path): ...")
-    ['line 1: test_x(broker)']
-    >>> broker_uses("import pytest\\npytestmark = pytest.mark.integration")
-    ['line 2: mark.integration']
-    >>> broker_uses("@pytest.mark.usefixtures('broker')\\ndef test_y(): ...")
-    ['line 1: usefixtures(broker)']
-    >>> broker_uses("from app.adapters import broker as broker_mod\\ndef test_z(tmp_path): ...")
-    []
-    """
+    ``broker`` argument, ``usefixtures("broker")``, or ``pytest.mark.integration``."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -54,6 +44,17 @@ def broker_uses(source: str) -> list[str]:
         ):
             found.append(f"line {node.lineno}: usefixtures(broker)")
     return found
+
+
+def test_broker_uses_sees_each_way_of_asking_for_the_broker() -> None:
+    assert broker_uses("def test_x(broker, tmp_path): ...") == ["line 1: test_x(broker)"]
+    marked = "import pytest\npytestmark = pytest.mark.integration"
+    assert broker_uses(marked) == ["line 2: mark.integration"]
+    used = "@pytest.mark.usefixtures('broker')\ndef test_y(): ..."
+    assert broker_uses(used) == ["line 1: usefixtures(broker)"]
+    # a module named broker, or a name that only contains it, is no request for it
+    other = "from app.adapters import broker as broker_mod\ndef test_z(broker_log): ..."
+    assert broker_uses(other) == []
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(TESTS)))
