@@ -4,12 +4,15 @@
 broker: no test or fixture there (nor in the kit they share) asks for the session ``broker``
 fixture or carries the ``integration`` mark; those belong in ``tests/integration``. And
 ``tests/unit`` mirrors the package: one folder per sub-package of ``app`` (or ``schemas``),
-no test module loose at its top.
+no test module loose at its top. Every path under ``tests/`` that the docs name (README,
+``deploy/``, comments in the package) exists, so moving a test cannot leave a stale
+pointer to it.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,19 @@ def test_unit_tests_mirror_the_package() -> None:
     assert folders and set(folders) <= packages, f"{folders} vs app's {sorted(packages)}"
     for name in folders:
         assert (unit / name / "__init__.py").is_file(), name
+
+
+#: A path under tests/ as the docs write it (``tests/unit/domain/test_engine.py``).
+TEST_PATH = re.compile(r"\btests/[\w/]+\.py\b")
+
+
+def test_every_test_path_the_docs_name_exists() -> None:
+    docs = [ROOT / "README.md", *(ROOT / "deploy").rglob("*"), *(ROOT / "app").rglob("*.py")]
+    stale = sorted(
+        (str(doc.relative_to(ROOT)), path)
+        for doc in docs
+        if doc.is_file()
+        for path in set(TEST_PATH.findall(doc.read_text("utf-8", errors="replace")))
+        if not (ROOT / path).is_file()
+    )
+    assert stale == []
