@@ -35,7 +35,7 @@ events at the bound stay below 1e27, far from the float limit (1.8e308), so no s
 snapshot) can become infinite or raise, and the changelog (JSON has no infinity) never
 meets one. (Features that are infinite by definition, such as growth from nothing, and a
 policy's own arithmetic, such as a division by a tiny attribute, may be: outputs carry
-them as null.) The core adds no check per event for it; ``tests/unit/test_overflow.py``
+them as null.) The core adds no check per event for it; ``tests/unit/domain/test_overflow.py``
 runs thousands of events at the bounds through every example policy.
 """
 

@@ -52,7 +52,7 @@ OUTPUT_TOPICS = WRITTEN
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 #: Every metric name (without the ``_total``/``_bucket`` suffixes the exposition adds),
-#: its type and labels: the contract, documented in README (tests/unit/test_docs.py).
+#: its type and labels: the contract, documented in README (tests/contracts/test_docs.py).
 METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tierstream_events_processed_total": ("counter", ("kind", "outcome")),
     "tierstream_dead_letters_total": ("counter", ("reason",)),

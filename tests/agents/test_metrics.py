@@ -15,17 +15,19 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.adapters.policy_files import load_policy
 from app.domain.policy import Policy
 from app.service.census import Census, peek_place, peek_string
 from app.service.processor import CustomerBatch, InputRecord, decode_state
 from app.stream.metrics import LATENCY_BUCKETS, METRICS, WorkerMetrics
-from tests.agents.test_batching import DAY, KINDS, T0, Store, doc, records
+from tests.kit.docs import TOPIC_KINDS as KINDS
+from tests.kit.fakes import Store
+from tests.kit.policies import VALUE_TIERS_V2
+from tests.unit.service.test_batching import DAY, T0, doc, records
 
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return load_policy()
+    return VALUE_TIERS_V2
 
 
 class FakeView:

@@ -25,7 +25,7 @@ from app.domain.engine import step
 from app.domain.events import Event
 from app.domain.replay import replay
 from app.domain.state import CustomerState, state_from_dict, state_to_dict
-from tests.builders import DAY, HOUR, at, interaction, purchase, random_events
+from tests.kit.builders import DAY, HOUR, at, interaction, purchase, random_events
 
 
 def _history(days: int, per_day: int, start: int) -> list[Event]:

@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from app.adapters.broker import free_port
+from tests.contracts.test_deploy import DASH, METRICS, RULES, panel_exprs
 from tests.integration._worker_data import generate
 from tests.integration._worker_proc import (
     INPUT_TOPICS,
@@ -40,7 +41,6 @@ from tests.integration._worker_proc import (
     produce,
     wait_processed,
 )
-from tests.unit.test_deploy import DASH, METRICS, RULES, panel_exprs
 
 pytestmark = pytest.mark.integration
 
