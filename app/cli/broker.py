@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import TYPE_CHECKING
 
 import typer
 
 from app.adapters.broker import LocalBroker
-
-if TYPE_CHECKING:
-    pass
-
 from app.cli._base import (
     cli,
 )

@@ -7,14 +7,8 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
-
-from app.errors import ConfigError, InvalidEvent
-
-if TYPE_CHECKING:
-    pass
 
 from app.cli._base import (
     DELIM_HELP,
@@ -28,6 +22,7 @@ from app.cli._base import (
     report_rejected,
     settings_from_options,
 )
+from app.errors import ConfigError, InvalidEvent
 
 
 @cli.command(

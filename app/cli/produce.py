@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
-
-from app.errors import BrokerError
-
-if TYPE_CHECKING:
-    pass
 
 from app.cli._base import (
     DELIM_HELP,
@@ -24,6 +18,7 @@ from app.cli._base import (
     report_rejected,
     settings_from_options,
 )
+from app.errors import BrokerError
 
 
 @cli.command(

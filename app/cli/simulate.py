@@ -5,19 +5,14 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
-
-from app.errors import ConfigError
-
-if TYPE_CHECKING:
-    pass
 
 from app.cli._base import (
     cli,
     open_out,
 )
+from app.errors import ConfigError
 
 
 @cli.command(
