@@ -29,8 +29,11 @@ def register(app: TierstreamApp) -> Any:
                 # records waiting for event-time order (no timer while a rebalance waits:
                 # it must not keep the loop from waiting; with nothing to flush, look
                 # again after a timer interval, so the loop sees the rebalance end).
-                wait = app.until_flush() if batches.suspended else None
-                if wait is None:
+                if batches.suspended:
+                    wait = app.until_flush()
+                    if wait is None:
+                        wait = settings.timer_interval_s  # not until_wake: the timer waits
+                else:
                     wait = app.until_wake()
                 events = await batches.take(wait, wake_on_suspend=app.unflushed + app.held > 0)
                 if events or app.held:
