@@ -351,19 +351,24 @@ class InputRead:
     headers: dict[str, bytes]
 
 
-async def read_input(
-    names: Names, logical: Sequence[str], timeout_s: float = 60.0
-) -> tuple[list[InputRead], dict[TopicPartition, int]]:
-    """Every record of the ``logical`` topics, and each partition's end offset: the high
-    watermark of a ``Fetch`` (the local broker's ``ListOffsets`` does not give the log
-    end, see ``app.stream.recovery``). Call it once nothing more is being produced."""
-    consumer = AIOKafkaConsumer(
+def _reader(names: Names) -> AIOKafkaConsumer:
+    """A consumer without a group that takes large fetches (1 MB+ records included)."""
+    return AIOKafkaConsumer(
         bootstrap_servers=names.bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=16 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )
+
+
+async def read_input(
+    names: Names, logical: Sequence[str], timeout_s: float = 60.0
+) -> tuple[list[InputRead], dict[TopicPartition, int]]:
+    """Every record of the ``logical`` topics, and each partition's end offset: the high
+    watermark of a ``Fetch`` (the local broker's ``ListOffsets`` does not give the log
+    end, see ``app.stream.recovery``). Call it once nothing more is being produced."""
+    consumer = _reader(names)
     await consumer.start()
     out: list[InputRead] = []
     try:
@@ -450,13 +455,7 @@ async def consume_until(
     arrived for ``idle_s`` (then ``(records, True)``), or until nothing new arrived for
     ``stall_s`` or ``timeout_s`` passed (``(records, False)``): a stalled worker fails
     the wait quickly instead of running into a long timeout."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=names.bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
+    consumer = _reader(names)
     await consumer.start()
     out: list[Consumed] = []
     try:
